@@ -1,0 +1,193 @@
+#include "protocol/group.h"
+
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace weightcast {
+
+std::string EncodeAnnouncement(const Announcement& a) {
+  return absl::StrCat("seq=", a.seq, "\ngeneration=", a.generation, "\nversion=",
+                      a.weight_version, "\nsenders=", a.num_senders, "\nworld=", a.world_size,
+                      "\ntransport=", a.transport, "\n");
+}
+
+absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text) {
+  Announcement a;
+  int seen = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
+    const std::string& k = kv.first;
+    const std::string& v = kv.second;
+    bool ok = true;
+    if (k == "seq") {
+      ok = absl::SimpleAtoi(v, &a.seq);
+    } else if (k == "generation") {
+      ok = absl::SimpleAtoi(v, &a.generation);
+    } else if (k == "version") {
+      ok = absl::SimpleAtoi(v, &a.weight_version);
+    } else if (k == "senders") {
+      ok = absl::SimpleAtoi(v, &a.num_senders);
+    } else if (k == "world") {
+      ok = absl::SimpleAtoi(v, &a.world_size);
+    } else if (k == "transport") {
+      a.transport = v;
+      ok = v == "gloo" || v == "nccl";
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("announcement: unknown field '", k, "'"));
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat("announcement: bad value for ", k));
+    }
+    ++seen;
+  }
+  if (seen != 6 || a.seq == 0 || a.generation == 0 || a.num_senders == 0 ||
+      a.world_size <= a.num_senders) {
+    return absl::InvalidArgumentError("announcement: missing or inconsistent fields");
+  }
+  return a;
+}
+
+std::string AnnounceKey(uint64_t seq) { return absl::StrCat("announce/", seq); }
+std::string UpdateKey(uint64_t v) { return absl::StrCat("update/", v); }
+std::string BrokenKey(uint64_t g) { return absl::StrCat("broken/", g); }
+std::string ErrorKey(uint64_t seq, int rank) { return absl::StrCat("error/", seq, "/", rank); }
+std::string GenerationPrefix(uint64_t g) { return absl::StrCat("g", g, "/"); }
+
+absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size,
+                                             absl::Time deadline) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (transport_ != nullptr && generation_ == generation && transport_->healthy() &&
+        transport_->world_size() == world_size) {
+      return transport_.get();
+    }
+    transport_.reset();
+  }
+  generation_ = generation;
+  absl::StatusOr<std::unique_ptr<Transport>> t = factory_(generation, rank_, world_size, deadline);
+  if (!t.ok()) {
+    MarkBroken(t.status());
+    return absl::Status(t.status().code(),
+                        absl::StrCat("rank ", rank_, " joining generation ", generation, ": ",
+                                     t.status().message()));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  transport_ = std::move(*t);
+  return transport_.get();
+}
+
+void GroupMember::MarkBroken(const absl::Status& why) {
+  if (generation_ != 0) {
+    // Best effort: if the store is unreachable the coordinator also notices
+    // its own failure and moves on.
+    (void)store_->Set(BrokenKey(generation_), absl::StrCat("rank ", rank_, ": ", why.ToString()));
+  }
+  std::shared_ptr<Transport> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dropped = std::move(transport_);
+  }
+  if (dropped) dropped->Abort();
+}
+
+void GroupMember::AbortTransport() {
+  std::shared_ptr<Transport> t;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    t = transport_;
+  }
+  if (t) t->Abort();
+}
+
+bool GroupMember::healthy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return transport_ != nullptr && transport_->healthy();
+}
+
+absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store) {
+  absl::StatusOr<std::string> v = store.Get(kSeqKey);
+  if (absl::IsNotFound(v.status())) return 0;
+  if (!v.ok()) return v.status();
+  uint64_t seq = 0;
+  if (!absl::SimpleAtoi(*v, &seq)) {
+    return absl::InvalidArgumentError("rendezvous key 'seq' is not a number");
+  }
+  return seq;
+}
+
+absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight_version,
+                                            uint32_t num_senders, uint32_t world_size,
+                                            const std::string& transport) {
+  KeyValueStore& store = *member.store();
+  ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(store));
+  uint64_t generation = member.generation();
+  bool fresh = generation == 0 || !member.healthy();
+  if (!fresh) {
+    absl::StatusOr<std::string> broken = store.Get(BrokenKey(generation));
+    if (broken.ok()) {
+      fresh = true;
+    } else if (!absl::IsNotFound(broken.status())) {
+      return broken.status();
+    }
+  }
+  if (fresh) {
+    // Never reuse a generation another coordinator incarnation may have used.
+    uint64_t last_gen = generation;
+    if (seq > 0) {
+      absl::StatusOr<std::string> prev = store.Get(AnnounceKey(seq));
+      if (prev.ok()) {
+        absl::StatusOr<Announcement> a = DecodeAnnouncement(*prev);
+        if (a.ok()) last_gen = std::max(last_gen, a->generation);
+      }
+    }
+    generation = last_gen + 1;
+  }
+  Announcement a{.seq = seq + 1,
+                 .generation = generation,
+                 .weight_version = weight_version,
+                 .num_senders = num_senders,
+                 .world_size = world_size,
+                 .transport = transport};
+  RETURN_IF_ERROR(store.Set(AnnounceKey(a.seq), EncodeAnnouncement(a)));
+  RETURN_IF_ERROR(store.Set(UpdateKey(weight_version), absl::StrCat(a.seq)));
+  RETURN_IF_ERROR(store.Set(kSeqKey, absl::StrCat(a.seq)));
+  return a;
+}
+
+absl::StatusOr<Announcement> AwaitAnnouncement(KeyValueStore& store, uint64_t seq,
+                                               absl::Time deadline) {
+  RETURN_IF_ERROR(store.Wait({AnnounceKey(seq)}, deadline));
+  ASSIGN_OR_RETURN(std::string text, store.Get(AnnounceKey(seq)));
+  return DecodeAnnouncement(text);
+}
+
+absl::StatusOr<Announcement> AwaitUpdate(KeyValueStore& store, uint64_t weight_version,
+                                         uint64_t after_seq, absl::Time deadline) {
+  while (true) {
+    absl::Status waited = store.Wait({UpdateKey(weight_version)}, deadline);
+    if (!waited.ok()) {
+      return absl::Status(waited.code(),
+                          absl::StrCat("waiting for sender 0 to announce version ",
+                                       weight_version, ": ", waited.message()));
+    }
+    ASSIGN_OR_RETURN(std::string seq_text, store.Get(UpdateKey(weight_version)));
+    uint64_t seq = 0;
+    if (!absl::SimpleAtoi(seq_text, &seq)) {
+      return absl::InvalidArgumentError("rendezvous: malformed update key");
+    }
+    if (seq > after_seq) return AwaitAnnouncement(store, seq, deadline);
+    // A stale key from a failed attempt at the same version: wait for the
+    // coordinator to announce the retry.
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "waiting for sender 0 to announce a new attempt at version ", weight_version));
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+}  // namespace weightcast

@@ -1,0 +1,132 @@
+// The group's control protocol over the rendezvous key-value store: which
+// update runs next, under which group generation, and who broke what.
+//
+// Sender rank 0 is the coordinator. For each update it writes
+//   "announce/<seq>" = Announcement (generation, weight version, sizes)
+//   "update/<version>" = <seq>              (for the other senders)
+//   "seq" = <seq>                           (for ranks that (re)join)
+// Everybody else waits for those keys. A generation is one incarnation of
+// the data-plane communicator (transport keys live under "g<gen>/"). Any
+// rank whose transport fails writes "broken/<gen>"; the coordinator starts
+// the next update under gen+1 when that key exists or its own transport is
+// not healthy, so a rank that died and came back, or a group that timed out,
+// re-forms at the next update without anyone restarting.
+// Receivers report why they voted against a commit in "error/<seq>/<rank>".
+#ifndef WEIGHTCAST_PROTOCOL_GROUP_H_
+#define WEIGHTCAST_PROTOCOL_GROUP_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "transport/transport.h"
+
+namespace weightcast {
+
+// What the group needs of the rendezvous. Implemented over gRPC by
+// transport/rendezvous.h; thread-safe.
+class KeyValueStore {
+ public:
+  virtual ~KeyValueStore() = default;
+  [[nodiscard]] virtual absl::Status Set(const std::string& key, const std::string& value) = 0;
+  // NOT_FOUND when absent; never blocks beyond one round trip.
+  [[nodiscard]] virtual absl::StatusOr<std::string> Get(const std::string& key) = 0;
+  // Until every key exists; DEADLINE_EXCEEDED naming the missing ones.
+  [[nodiscard]] virtual absl::Status Wait(const std::vector<std::string>& keys,
+                                          absl::Time deadline) = 0;
+};
+
+struct Announcement {
+  uint64_t seq = 0;
+  uint64_t generation = 0;
+  uint64_t weight_version = 0;
+  uint32_t num_senders = 0;
+  uint32_t world_size = 0;
+  std::string transport;  // "gloo" or "nccl"
+  friend bool operator==(const Announcement&, const Announcement&) = default;
+};
+
+[[nodiscard]] std::string EncodeAnnouncement(const Announcement& a);
+// INVALID_ARGUMENT on anything malformed.
+[[nodiscard]] absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text);
+
+// Keys, in one place.
+std::string AnnounceKey(uint64_t seq);
+std::string UpdateKey(uint64_t weight_version);
+std::string BrokenKey(uint64_t generation);
+std::string ErrorKey(uint64_t seq, int rank);
+std::string GenerationPrefix(uint64_t generation);
+inline constexpr char kSeqKey[] = "seq";
+
+// Makes the transport of one generation for this rank.
+using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<Transport>>(
+    uint64_t generation, int rank, int world_size, absl::Time deadline)>;
+
+// One rank's membership: its transport for the current generation.
+// Not thread-safe except AbortTransport(), which any thread may call.
+class GroupMember {
+ public:
+  GroupMember(KeyValueStore* store, TransportFactory factory, int rank)
+      : store_(store), factory_(std::move(factory)), rank_(rank) {}
+
+  // The transport of `generation`, connecting a new one (and dropping the old)
+  // when the generation changed or the current one is broken.
+  [[nodiscard]] absl::StatusOr<Transport*> Join(uint64_t generation, int world_size,
+                                                absl::Time deadline);
+  // Records that the current generation is broken ("broken/<gen>") with the
+  // reason, and drops the transport.
+  void MarkBroken(const absl::Status& why);
+  // Aborts the transport in use (thread-safe). The owner then calls MarkBroken.
+  void AbortTransport();
+
+  // True when a transport exists and is healthy.
+  [[nodiscard]] bool healthy() const;
+  [[nodiscard]] uint64_t generation() const { return generation_; }
+  [[nodiscard]] int rank() const { return rank_; }
+  [[nodiscard]] KeyValueStore* store() const { return store_; }
+
+ private:
+  KeyValueStore* store_;
+  TransportFactory factory_;
+  int rank_;
+  uint64_t generation_ = 0;
+  std::shared_ptr<Transport> transport_;
+  mutable std::mutex mu_;  // guards transport_ against AbortTransport
+};
+
+// Coordinator (sender 0): announces the update of `weight_version` and
+// returns the announcement. Starts a new generation when `member` is not
+// healthy or the current generation was marked broken.
+[[nodiscard]] absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member,
+                                                          uint64_t weight_version,
+                                                          uint32_t num_senders,
+                                                          uint32_t world_size,
+                                                          const std::string& transport);
+
+// Other senders: waits for the coordinator's announcement of
+// `weight_version` with a sequence number above `after_seq` (the last one
+// this sender took part in, so a retried version is not confused with the
+// failed attempt).
+[[nodiscard]] absl::StatusOr<Announcement> AwaitUpdate(KeyValueStore& store,
+                                                       uint64_t weight_version,
+                                                       uint64_t after_seq,
+                                                       absl::Time deadline);
+
+// Receivers: the announcement with sequence number `seq`, waiting until the
+// deadline (DEADLINE_EXCEEDED when none came, which is normal between
+// updates: call again).
+[[nodiscard]] absl::StatusOr<Announcement> AwaitAnnouncement(KeyValueStore& store, uint64_t seq,
+                                                             absl::Time deadline);
+
+// The last announced sequence number (0 when none yet).
+[[nodiscard]] absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_PROTOCOL_GROUP_H_

@@ -1,0 +1,156 @@
+#include "protocol/group.h"
+
+#include <map>
+#include <mutex>
+
+#include "gtest/gtest.h"
+
+namespace weightcast {
+namespace {
+
+// A map-backed store (the rendezvous without the network).
+class MapStore : public KeyValueStore {
+ public:
+  absl::Status Set(const std::string& k, const std::string& v) override {
+    std::lock_guard<std::mutex> l(mu_);
+    kv_[k] = v;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> Get(const std::string& k) override {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = kv_.find(k);
+    if (it == kv_.end()) return absl::NotFoundError(k);
+    return it->second;
+  }
+  absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline) override {
+    while (true) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        bool all = true;
+        for (const auto& k : keys) all = all && kv_.count(k);
+        if (all) return absl::OkStatus();
+      }
+      if (absl::Now() >= deadline) return absl::DeadlineExceededError("missing keys");
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::string> kv_;
+};
+
+// Records the generations it was connected for; can be broken on demand.
+class FakeTransport : public Transport {
+ public:
+  FakeTransport(int rank, int world) : rank_(rank), world_(world) {}
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+  bool IsDeviceMemory() const override { return false; }
+  absl::Status Broadcast(void*, size_t, int, absl::Time) override { return absl::OkStatus(); }
+  absl::StatusOr<int64_t> AllReduceMin(int64_t v, absl::Time) override { return v; }
+  void Abort() override { healthy_ = false; }
+  bool healthy() const override { return healthy_; }
+
+ private:
+  int rank_, world_;
+  std::atomic<bool> healthy_{true};
+};
+
+TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
+  Announcement a{.seq = 3, .generation = 2, .weight_version = 17, .num_senders = 2,
+                 .world_size = 5, .transport = "gloo"};
+  auto back = DecodeAnnouncement(EncodeAnnouncement(a));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, a);
+  EXPECT_FALSE(DecodeAnnouncement("seq=1\n").ok());
+  EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a) + "extra=1\n").ok());
+  a.transport = "pigeon";
+  EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a)).ok());
+  a.transport = "gloo";
+  a.world_size = 2;  // no inference rank
+  EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a)).ok());
+}
+
+TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
+  MapStore store;
+  std::vector<uint64_t> connected;
+  GroupMember coordinator(&store,
+                          [&](uint64_t gen, int rank, int world, absl::Time)
+                              -> absl::StatusOr<std::unique_ptr<Transport>> {
+                            connected.push_back(gen);
+                            return std::make_unique<FakeTransport>(rank, world);
+                          },
+                          0);
+  auto a1 = AnnounceUpdate(coordinator, 1, 1, 2, "gloo");
+  ASSERT_TRUE(a1.ok()) << a1.status();
+  EXPECT_EQ(a1->seq, 1u);
+  EXPECT_EQ(a1->generation, 1u);
+  ASSERT_TRUE(coordinator.Join(a1->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  // Healthy and not marked broken: same generation, no reconnect.
+  auto a2 = AnnounceUpdate(coordinator, 2, 1, 2, "gloo");
+  ASSERT_TRUE(a2.ok());
+  EXPECT_EQ(a2->generation, 1u);
+  ASSERT_TRUE(coordinator.Join(a2->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  EXPECT_EQ(connected.size(), 1u);
+  // Another rank marks generation 1 broken: the next update re-forms.
+  ASSERT_TRUE(store.Set(BrokenKey(1), "rank 1: peer died").ok());
+  auto a3 = AnnounceUpdate(coordinator, 3, 1, 2, "gloo");
+  ASSERT_TRUE(a3.ok());
+  EXPECT_EQ(a3->generation, 2u);
+  ASSERT_TRUE(coordinator.Join(a3->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  EXPECT_EQ(connected, (std::vector<uint64_t>{1, 2}));
+  // Its own transport failing also re-forms.
+  coordinator.AbortTransport();
+  auto a4 = AnnounceUpdate(coordinator, 4, 1, 2, "gloo");
+  ASSERT_TRUE(a4.ok());
+  EXPECT_EQ(a4->generation, 3u);
+  EXPECT_EQ(LastAnnouncedSeq(store).value(), 4u);
+}
+
+TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
+  MapStore store;
+  GroupMember coordinator(&store,
+                          [](uint64_t, int rank, int world, absl::Time)
+                              -> absl::StatusOr<std::unique_ptr<Transport>> {
+                            return std::make_unique<FakeTransport>(rank, world);
+                          },
+                          0);
+  auto first = AnnounceUpdate(coordinator, 7, 2, 4, "gloo");
+  ASSERT_TRUE(first.ok());
+  auto seen = AwaitUpdate(store, 7, 0, absl::Now() + absl::Seconds(1));
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->seq, first->seq);
+  // A follower that took part in seq 1 waits for the retry of version 7.
+  auto stale = AwaitUpdate(store, 7, first->seq, absl::Now() + absl::Milliseconds(200));
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kDeadlineExceeded);
+  auto retry = AnnounceUpdate(coordinator, 7, 2, 4, "gloo");
+  ASSERT_TRUE(retry.ok());
+  auto fresh = AwaitUpdate(store, 7, first->seq, absl::Now() + absl::Seconds(1));
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(fresh->seq, retry->seq);
+  // Receivers follow sequence numbers.
+  auto next = AwaitAnnouncement(store, retry->seq, absl::Now() + absl::Seconds(1));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->weight_version, 7u);
+  EXPECT_EQ(AwaitAnnouncement(store, retry->seq + 1, absl::Now() + absl::Milliseconds(50))
+                .status()
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(GroupTest, JoinFailureMarksTheGenerationBroken) {
+  MapStore store;
+  GroupMember m(&store,
+                [](uint64_t, int, int, absl::Time) -> absl::StatusOr<std::unique_ptr<Transport>> {
+                  return absl::DeadlineExceededError("rank 3 never came");
+                },
+                2);
+  auto t = m.Join(5, 4, absl::Now());
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(t.status().message().find("rank 2 joining generation 5"), std::string::npos);
+  EXPECT_TRUE(store.Get(BrokenKey(5)).ok());
+}
+
+}  // namespace
+}  // namespace weightcast

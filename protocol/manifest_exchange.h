@@ -1,0 +1,27 @@
+// The first phase of every update: each sender broadcasts its manifest
+// (a 64-byte FrameHeader, then the encoded SenderManifest, root = sender),
+// and every rank merges them into the same GlobalManifest.
+#ifndef WEIGHTCAST_PROTOCOL_MANIFEST_EXCHANGE_H_
+#define WEIGHTCAST_PROTOCOL_MANIFEST_EXCHANGE_H_
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "protocol/wire_format.h"
+#include "transport/transport.h"
+
+namespace weightcast {
+
+// `mine` is this rank's manifest when it is a sender (rank < num_senders),
+// nullptr on receivers. Each collective gets `op_timeout`. Host-memory
+// transports only (the NCCL path stages through device memory first).
+// Errors: the transport's, DATA_LOSS for a corrupted manifest, or
+// INVALID_ARGUMENT from the strict decoder, naming the sender.
+[[nodiscard]] absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport,
+                                                               uint32_t num_senders,
+                                                               uint64_t weight_version,
+                                                               const SenderManifest* mine,
+                                                               absl::Duration op_timeout);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_PROTOCOL_MANIFEST_EXCHANGE_H_
