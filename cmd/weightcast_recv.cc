@@ -1,0 +1,143 @@
+// weightcast-recv: joins a weightcast group as one or more inference ranks
+// and writes every committed version as a Hugging Face checkpoint.
+//
+//   weightcast-recv --rendezvous 127.0.0.1:29501 --rank-offset 2 --out /ckpt
+//
+// Each version lands atomically in OUT/step_<version> (OUT/rank<r>/... with
+// several ranks) and OUT/LATEST names the newest one; a version the group
+// aborts leaves no trace. Exit codes: 0 done (--max-updates reached or
+// SIGTERM), 1 a rank failed for good, 2 bad usage.
+#include <csignal>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint.h"
+#include "protocol/rendezvous_store.h"
+#include "receiver/checkpoint_sink.h"
+#include "receiver/receiver.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"weightcast-recv: receive weight versions into checkpoint directories"};
+  std::string rendezvous, token, out, bind_host = "127.0.0.1";
+  int rank_offset = -1, num_ranks = 1, corrupt_bucket = -1, exit_after_bucket = -1;
+  uint64_t fault_version = 0;
+  uint64_t max_updates = 0, shard_bytes = uint64_t{4} << 30;
+  double timeout_s = 120, idle_timeout_s = 0;
+  app.add_option("--rendezvous", rendezvous, "HOST:PORT of sender 0's rendezvous")->required();
+  app.add_option("--token", token, "group token");
+  app.add_option("--rank-offset", rank_offset, "global rank of this process's first rank")
+      ->required();
+  app.add_option("--num-ranks", num_ranks, "inference ranks this process joins as")
+      ->capture_default_str();
+  app.add_option("--out", out, "output root directory")->required();
+  app.add_option("--max-updates", max_updates, "exit after this many updates (0: run until SIGTERM)");
+  app.add_option("--shard-bytes", shard_bytes, "largest safetensors shard")->capture_default_str();
+  app.add_option("--timeout", timeout_s, "seconds per collective")->capture_default_str();
+  app.add_option("--idle-timeout", idle_timeout_s,
+                 "exit with 1 if no update is announced for this long (0: wait)");
+  app.add_option("--bind-host", bind_host, "data-plane bind address")->capture_default_str();
+  app.add_option("--test-corrupt-bucket", corrupt_bucket, "test hook: flip a byte in this bucket");
+  app.add_option("--test-exit-after-bucket", exit_after_bucket,
+                 "test hook: exit (as a crash) after receiving this bucket");
+  app.add_option("--test-fault-version", fault_version,
+                 "test hooks apply to this version only (0: all)");
+  CLI11_PARSE(app, argc, argv);
+  if (num_ranks < 1 || rank_offset < 1 || max_updates > 1000000 || shard_bytes < 4096) {
+    std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset or --shard-bytes\n");
+    return 2;
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);  // main wakes the signal thread with it
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  weightcast::RendezvousKeyValueStore store(rendezvous, token);
+  std::vector<std::unique_ptr<weightcast::Receiver>> receivers;
+  for (int i = 0; i < num_ranks; ++i) {
+    weightcast::ReceiverOptions opts;
+    opts.rank = rank_offset + i;
+    opts.op_timeout = absl::Seconds(timeout_s);
+    opts.test_corrupt_bucket = corrupt_bucket;
+    opts.test_exit_after_bucket = exit_after_bucket;
+    opts.test_fault_version = fault_version;
+    auto r = weightcast::Receiver::Create(
+        opts, &store, weightcast::MakeGlooTransportFactory(rendezvous, token, bind_host));
+    if (!r.ok()) {
+      spdlog::error("rank {}: {}", opts.rank, r.status().ToString());
+      return 1;
+    }
+    receivers.push_back(*std::move(r));
+  }
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < num_ranks; ++i) {
+    threads.emplace_back([&, i] {
+      const int rank = rank_offset + i;
+      const std::string dir = num_ranks == 1 ? out : absl::StrCat(out, "/rank", rank);
+      (void)weightcast::CheckpointWriter::CleanStaleTemps(dir);
+      weightcast::CheckpointDirSink sink(dir, shard_bytes);
+      uint64_t done = 0;
+      absl::Time last_activity = absl::Now();
+      while (!g_stop && (max_updates == 0 || done < max_updates)) {
+        auto result = receivers[i]->ReceiveNext(sink, absl::Seconds(1));
+        if (!result.ok()) {
+          if (absl::IsCancelled(result.status())) break;
+          // This rank's part failed (the group re-forms at the next update).
+          spdlog::warn("rank {}: {}", rank, result.status().ToString());
+          ++done;
+          last_activity = absl::Now();
+          continue;
+        }
+        if (!result->has_value()) {
+          if (idle_timeout_s > 0 && absl::Now() - last_activity > absl::Seconds(idle_timeout_s)) {
+            spdlog::error("rank {}: no update announced for {} s", rank, idle_timeout_s);
+            ++failures;
+            break;
+          }
+          continue;
+        }
+        const weightcast::ReceiveResult& r = **result;
+        ++done;
+        last_activity = absl::Now();
+        if (r.committed) {
+          std::printf("rank %d: committed version %llu -> %s (%llu bytes, %.3f s, %.2f GB/s)\n",
+                      rank, static_cast<unsigned long long>(r.weight_version),
+                      r.location.c_str(), static_cast<unsigned long long>(r.bytes), r.seconds,
+                      r.seconds > 0 ? r.bytes / r.seconds / 1e9 : 0.0);
+        } else {
+          std::printf("rank %d: version %llu aborted by the group: %s\n", rank,
+                      static_cast<unsigned long long>(r.weight_version), r.reason.c_str());
+        }
+        std::fflush(stdout);
+      }
+    });
+  }
+  std::thread signal_waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGUSR1) return;  // woken by main at the end
+    g_stop = true;
+    for (auto& r : receivers) r->Stop();
+  });
+  for (auto& t : threads) t.join();
+  g_stop = true;
+  // Wake the signal thread so the process can exit.
+  pthread_kill(signal_waiter.native_handle(), SIGUSR1);
+  signal_waiter.join();
+  return failures > 0 ? 1 : 0;
+}

@@ -1,0 +1,1 @@
+"""Model generator and multi-process harness shared by the demo and the tests."""

@@ -1,0 +1,192 @@
+"""A weightcast group on one machine: sender daemons, receiver processes and
+the trainer's shared-memory files, driven through weightcastctl exactly as an
+orchestrator would. Used by the demo (scripts/demo) and the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
+import numpy as np
+from safetensors.numpy import load_file
+
+from weightcast_testing.modelgen import MoeModelSpec, values
+from weightcast_trainer.shm import ShmTensorFile
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def default_bin_dir() -> str:
+    return os.environ.get("WEIGHTCAST_BIN", os.path.join(REPO, "bazel-bin", "cmd"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+@dataclass
+class Cluster:
+    workdir: str
+    num_senders: int = 2
+    num_receivers: int = 2
+    model: MoeModelSpec = field(default_factory=MoeModelSpec)
+    bucket_bytes: int = 4 << 20
+    timeout_s: float = 30
+    token: str = "demo-token"
+    bin_dir: str = field(default_factory=default_bin_dir)
+    recv_args: dict = field(default_factory=dict)  # rank -> extra args
+
+    def __post_init__(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        self.port = free_port()
+        self.daemons: list[subprocess.Popen] = []
+        self.receivers: dict[int, subprocess.Popen] = {}
+        self.shm: list[ShmTensorFile] = []
+        self.parts = self.model.split(self.num_senders)
+
+    # ---- processes -------------------------------------------------------
+    def sock(self, s: int) -> str:
+        return f"unix:{self.workdir}/wc{s}.sock"
+
+    def bin(self, name: str) -> str:
+        return os.path.join(self.bin_dir, name)
+
+    def ctl(self, s: int, *args: str, timeout: float = 120) -> Result:
+        p = subprocess.run([self.bin("weightcastctl"), "--addr", self.sock(s), *args],
+                           capture_output=True, text=True, timeout=timeout)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def start_daemons(self) -> None:
+        for s in range(self.num_senders):
+            path = f"{self.workdir}/wc{s}.sock"
+            if os.path.exists(path):
+                os.unlink(path)
+            log = open(f"{self.workdir}/weightcastd{s}.log", "w")
+            self.daemons.append(subprocess.Popen(
+                [self.bin("weightcastd"), "--listen", self.sock(s)], stdout=log, stderr=log))
+        for s in range(self.num_senders):
+            deadline = time.time() + 20
+            while self.ctl(s, "status").rc != 0:
+                if time.time() > deadline:
+                    raise RuntimeError(f"weightcastd {s} did not come up")
+                time.sleep(0.1)
+
+    def receiver_out(self, rank: int) -> str:
+        return f"{self.workdir}/recv{rank}"
+
+    def start_receiver(self, rank: int, extra: list[str] | None = None) -> subprocess.Popen:
+        args = [self.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{self.port}",
+                "--token", self.token, "--rank-offset", str(rank), "--out",
+                self.receiver_out(rank), "--timeout", str(self.timeout_s),
+                "--shard-bytes", str(8 << 20)]
+        args += extra if extra is not None else self.recv_args.get(rank, [])
+        log = open(f"{self.workdir}/recv{rank}.log", "a")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.receivers[rank] = p
+        return p
+
+    def init(self, s: int, **overrides) -> Result:
+        opts = {"--host": "127.0.0.1", "--port": str(self.port), "--sender-rank": str(s),
+                "--num-senders": str(self.num_senders),
+                "--inference-world-size": str(self.num_receivers),
+                "--timeout": str(self.timeout_s), "--bucket-bytes": str(self.bucket_bytes),
+                "--token": self.token}
+        opts.update({k: str(v) for k, v in overrides.items()})
+        return self.ctl(s, "init", *[x for kv in opts.items() for x in kv])
+
+    def start(self) -> None:
+        self.start_daemons()
+        r = self.init(0)
+        assert r.rc == 0, r.err
+        for s in range(1, self.num_senders):
+            r = self.init(s)
+            assert r.rc == 0, r.err
+        for j in range(self.num_receivers):
+            self.start_receiver(self.num_senders + j)
+
+    # ---- the trainer's side ----------------------------------------------
+    def register(self) -> None:
+        for s, part in enumerate(self.parts):
+            f = ShmTensorFile.create(f"{self.workdir}/trainer{s}.bin", part)
+            self.shm.append(f)
+            desc = f"{self.workdir}/trainer{s}.json"
+            f.write_descriptors(desc, config=self.model.config() if s == 0 else None)
+            r = self.ctl(s, "register", "--descriptors", desc)
+            assert r.rc == 0, r.err
+
+    def write_version(self, version: int) -> None:
+        """The trainer's optimizer step: new values in place."""
+        for f in self.shm:
+            for name in f.names():
+                slot = f.slots[name]
+                f.array(name)[...] = values(name, slot.dtype, slot.shape, version)
+            f.flush()
+
+    def update(self, version: int) -> list[Result]:
+        with ThreadPoolExecutor(self.num_senders) as pool:
+            return list(pool.map(lambda s: self.ctl(s, "update", "--version", str(version)),
+                                 range(self.num_senders)))
+
+    def total_bytes(self) -> int:
+        return sum(int(np.prod(shape)) * 2 for _, _, shape in self.model.tensors())
+
+    # ---- checks ----------------------------------------------------------
+    def wait_for_step(self, rank: int, version: int, timeout: float = 30) -> str:
+        path = f"{self.receiver_out(rank)}/step_{version}"
+        deadline = time.time() + timeout
+        while not os.path.isdir(path):
+            if time.time() > deadline:
+                raise AssertionError(f"rank {rank}: {path} did not appear")
+            time.sleep(0.05)
+        return path
+
+    def verify(self, rank: int, version: int) -> str:
+        """Checks rank's checkpoint of `version` byte for byte against the
+        generator, with the safetensors package as the reader."""
+        path = self.wait_for_step(rank, version)
+        index = json.load(open(f"{path}/model.safetensors.index.json"))
+        got: dict[str, np.ndarray] = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            got.update(load_file(f"{path}/{shard}"))
+        expected = {name: (dtype, shape) for name, dtype, shape in self.model.tensors()}
+        assert set(got) == set(expected), set(got) ^ set(expected)
+        for name, (dtype, shape) in expected.items():
+            want = values(name, dtype, shape, version)
+            have = got[name]
+            assert tuple(have.shape) == tuple(shape), name
+            assert have.tobytes() == want.tobytes(), f"{name} differs at version {version}"
+        config = json.load(open(f"{path}/config.json"))
+        assert config == self.model.config()
+        latest = open(f"{self.receiver_out(rank)}/LATEST").read().strip()
+        assert int(latest) >= version
+        return path
+
+    def stop(self) -> None:
+        for p in list(self.receivers.values()) + self.daemons:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in list(self.receivers.values()) + self.daemons:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self.shm:
+            f.close()

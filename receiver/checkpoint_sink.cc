@@ -1,0 +1,39 @@
+#include "receiver/checkpoint_sink.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace weightcast {
+
+absl::Status CheckpointDirSink::Begin(const GlobalManifest& manifest) {
+  Abort();
+  std::vector<TensorSpec> specs;
+  specs.reserve(manifest.tensors.size());
+  for (const ManifestTensor& t : manifest.tensors) specs.push_back(t.spec);
+  ASSIGN_OR_RETURN(writer_, CheckpointWriter::Begin(out_root_, manifest.weight_version,
+                                                    std::move(specs), manifest.config_json,
+                                                    max_shard_bytes_));
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointDirSink::Write(uint32_t tensor, uint64_t offset, const std::byte* data,
+                                      uint64_t bytes) {
+  if (writer_ == nullptr) return absl::FailedPreconditionError("Write before Begin");
+  return writer_->Write(tensor, offset, data, bytes);
+}
+
+absl::StatusOr<std::string> CheckpointDirSink::Commit() {
+  if (writer_ == nullptr) return absl::FailedPreconditionError("Commit before Begin");
+  absl::StatusOr<std::string> where = writer_->Commit();
+  writer_.reset();
+  return where;
+}
+
+void CheckpointDirSink::Abort() {
+  if (writer_ != nullptr) {
+    writer_->Abort();
+    writer_.reset();
+  }
+}
+
+}  // namespace weightcast

@@ -1,0 +1,156 @@
+#include "receiver/receiver.h"
+
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/checksum.h"
+#include "common/status_macros.h"
+#include "protocol/manifest_exchange.h"
+
+namespace weightcast {
+
+absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions& options,
+                                                           KeyValueStore* store,
+                                                           TransportFactory factory) {
+  if (options.rank < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("receiver rank ", options.rank, ": inference ranks follow the senders"));
+  }
+  ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(*store));
+  if (seq > 0) {
+    // Whatever generation is current did not include this process: make
+    // the coordinator re-form the group at the next update.
+    absl::StatusOr<std::string> text = store->Get(AnnounceKey(seq));
+    if (text.ok()) {
+      absl::StatusOr<Announcement> a = DecodeAnnouncement(*text);
+      if (a.ok()) {
+        RETURN_IF_ERROR(store->Set(BrokenKey(a->generation),
+                                   absl::StrCat("rank ", options.rank, " (re)joined")));
+      }
+    }
+  }
+  return std::unique_ptr<Receiver>(new Receiver(options, store, std::move(factory), seq));
+}
+
+void Receiver::Stop() {
+  stopped_ = true;
+  member_.AbortTransport();
+}
+
+absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
+                                                                   absl::Duration wait) {
+  const absl::Time deadline = absl::Now() + wait;
+  while (true) {
+    if (stopped_) return absl::CancelledError("receiver stopped");
+    // Short slices so Stop() is honoured promptly.
+    const absl::Time slice = std::min(deadline, absl::Now() + absl::Seconds(1));
+    absl::StatusOr<Announcement> a = AwaitAnnouncement(*store_, seq_ + 1, slice);
+    if (a.ok()) {
+      seq_ = a->seq;
+      absl::StatusOr<ReceiveResult> r = RunUpdate(*a, sink);
+      if (!r.ok()) return r.status();
+      return std::optional<ReceiveResult>(*std::move(r));
+    }
+    if (!absl::IsDeadlineExceeded(a.status())) return a.status();
+    if (absl::Now() >= deadline) return std::optional<ReceiveResult>();
+  }
+}
+
+absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& sink) {
+  const absl::Time start = absl::Now();
+  const int rank = options_.rank;
+  if (rank < static_cast<int>(a.num_senders) || rank >= static_cast<int>(a.world_size)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "rank ", rank, " is not an inference rank of this group (senders ", a.num_senders,
+        ", world ", a.world_size, ")"));
+  }
+  ReceiveResult result{.weight_version = a.weight_version};
+  absl::StatusOr<Transport*> joined =
+      member_.Join(a.generation, static_cast<int>(a.world_size), absl::Now() + options_.op_timeout);
+  if (!joined.ok()) return joined.status();
+  Transport& transport = **joined;
+
+  // Transport failures end this rank's part: abort the sink, mark broken.
+  auto fail = [&](const absl::Status& s, bool sink_begun) -> absl::Status {
+    if (sink_begun) sink.Abort();
+    member_.MarkBroken(s);
+    return s;
+  };
+
+  absl::StatusOr<GlobalManifest> manifest =
+      ExchangeManifests(transport, a.num_senders, a.weight_version, nullptr, options_.op_timeout);
+  if (!manifest.ok()) return fail(manifest.status(), false);
+
+  // From here on a local problem (bad bucket, sink error) does not leave the
+  // collective: this rank keeps receiving and votes 0, so the group stays
+  // in step and usable.
+  absl::Status local = sink.Begin(*manifest);
+  const bool begun = local.ok();
+  std::vector<std::byte> buffer;
+  for (uint32_t g = 0; g < manifest->buckets.size(); ++g) {
+    const GlobalBucket& b = manifest->buckets[g];
+    buffer.resize(b.bytes + kBucketTrailerBytes);
+    absl::Status st = transport.Broadcast(buffer.data(), buffer.size(), static_cast<int>(b.root),
+                                          absl::Now() + options_.op_timeout);
+    if (!st.ok()) return fail(st, begun);
+    const bool fault_version =
+        options_.test_fault_version == 0 || options_.test_fault_version == a.weight_version;
+    if (fault_version && static_cast<int>(g) == options_.test_corrupt_bucket && b.bytes > 0) {
+      buffer[b.bytes / 2] ^= std::byte{0x01};
+    }
+    if (fault_version && static_cast<int>(g) == options_.test_exit_after_bucket) {
+      std::_Exit(3);
+    }
+    if (!local.ok()) continue;
+    absl::StatusOr<BucketTrailer> trailer = DecodeBucketTrailer(buffer.data() + b.bytes);
+    if (!trailer.ok()) {
+      local = absl::DataLossError(absl::StrCat("bucket ", g, ": ", trailer.status().message()));
+      continue;
+    }
+    if (trailer->bucket_index != g || trailer->weight_version != a.weight_version ||
+        trailer->payload_bytes != b.bytes) {
+      local = absl::DataLossError(absl::StrCat(
+          "bucket ", g, ": trailer says bucket ", trailer->bucket_index, " of version ",
+          trailer->weight_version, " with ", trailer->payload_bytes, " bytes"));
+      continue;
+    }
+    const uint64_t sum = BucketChecksum(buffer.data(), b.bytes);
+    if (sum != trailer->checksum) {
+      local = absl::DataLossError(absl::StrCat("bucket ", g, " from sender ", b.root,
+                                               ": checksum mismatch (", b.bytes, " bytes)"));
+      continue;
+    }
+    for (const auto& [t, seg] : manifest->bucket_segments[g]) {
+      local = sink.Write(t, seg.tensor_offset, buffer.data() + seg.bucket_offset, seg.bytes);
+      if (!local.ok()) break;
+    }
+  }
+  if (!local.ok()) {
+    // Tell the senders why before voting (best effort).
+    (void)store_->Set(ErrorKey(a.seq, rank), std::string(local.ToString()));
+  }
+  absl::StatusOr<int64_t> vote =
+      transport.AllReduceMin(local.ok() ? 1 : 0, absl::Now() + options_.op_timeout);
+  if (!vote.ok()) return fail(vote.status(), begun);
+  result.bytes = manifest->payload_bytes;
+  if (*vote != 1) {
+    if (begun) sink.Abort();
+    result.reason = local.ok() ? "another rank voted to abort" : std::string(local.ToString());
+    result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+    return result;
+  }
+  absl::StatusOr<std::string> where = sink.Commit();
+  if (!where.ok()) {
+    sink.Abort();
+    return absl::Status(where.status().code(),
+                        absl::StrCat("rank ", rank, " could not publish version ",
+                                     a.weight_version, ": ", where.status().message()));
+  }
+  result.committed = true;
+  result.location = *where;
+  result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return result;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,83 @@
+// Receiver: one inference rank of the group. Waits for each announced
+// update, joins the group's generation, receives the manifest and every
+// bucket, verifies each bucket's checksum and trailer, hands the bytes to a
+// Sink, votes, and commits or aborts the sink with everybody else.
+//
+// Usage:
+//   auto r = Receiver::Create(options, store, factory);
+//   while (running) { auto result = (*r)->ReceiveNext(sink, absl::Seconds(5)); ... }
+// Threading: ReceiveNext on one thread; Stop() from any thread.
+#ifndef WEIGHTCAST_RECEIVER_RECEIVER_H_
+#define WEIGHTCAST_RECEIVER_RECEIVER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "protocol/group.h"
+#include "receiver/sink.h"
+
+namespace weightcast {
+
+struct ReceiverOptions {
+  int rank = -1;                              // this inference rank's global rank
+  absl::Duration op_timeout = absl::Seconds(120);  // per collective
+  // Fault-injection hooks for the tests (-1: off), applied to the update of
+  // `test_fault_version` (0: every update):
+  // flip one byte of this global bucket after it arrives ("in transit") ...
+  int test_corrupt_bucket = -1;
+  // ... or exit the process (as a crash would) after receiving this bucket.
+  int test_exit_after_bucket = -1;
+  uint64_t test_fault_version = 0;
+};
+
+struct ReceiveResult {
+  uint64_t weight_version = 0;
+  bool committed = false;   // false: the group aborted this version
+  std::string location;     // the sink's Commit() result
+  std::string reason;       // why not committed
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+
+class Receiver {
+ public:
+  // `store` and the factory's resources must outlive the receiver. A new
+  // receiver marks the group's current generation broken, so that a rank
+  // that died and came back is let in at the next update.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Receiver>> Create(
+      const ReceiverOptions& options, KeyValueStore* store, TransportFactory factory);
+
+  // Waits up to `wait` for the next announcement (nullopt if none came:
+  // call again), then runs that update to its end. A version the group
+  // aborted is a result with committed == false, not an error; errors are
+  // for this rank's own failures (transport, store), after which the sink
+  // has been aborted and the next call re-joins. CANCELLED after Stop().
+  [[nodiscard]] absl::StatusOr<std::optional<ReceiveResult>> ReceiveNext(Sink& sink,
+                                                                         absl::Duration wait);
+
+  // Makes a blocked ReceiveNext return CANCELLED/ABORTED soon.
+  void Stop();
+
+  [[nodiscard]] uint64_t last_seq() const { return seq_; }
+
+ private:
+  Receiver(const ReceiverOptions& o, KeyValueStore* s, TransportFactory f, uint64_t seq)
+      : options_(o), store_(s), member_(s, std::move(f), o.rank), seq_(seq) {}
+
+  absl::StatusOr<ReceiveResult> RunUpdate(const Announcement& a, Sink& sink);
+
+  ReceiverOptions options_;
+  KeyValueStore* store_;
+  GroupMember member_;
+  uint64_t seq_;
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_RECEIVER_RECEIVER_H_

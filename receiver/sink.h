@@ -1,0 +1,38 @@
+// Sink: where a receiver puts the tensors of one version.
+//
+// Contract, per version: Begin once, then Write calls (each tensor's bytes
+// arrive as segments, in bucket order, each byte exactly once), then exactly
+// one of Commit or Abort. A sink must not expose anything of a version
+// before Commit returns OK (a checkpoint sink writes into a temporary
+// directory; an engine sink stages, or loads between its own begin and
+// finalize). Called from the receiver's thread only.
+#ifndef WEIGHTCAST_RECEIVER_SINK_H_
+#define WEIGHTCAST_RECEIVER_SINK_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "protocol/wire_format.h"
+
+namespace weightcast {
+
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  // `manifest` stays valid until Commit/Abort returns.
+  [[nodiscard]] virtual absl::Status Begin(const GlobalManifest& manifest) = 0;
+  // Bytes [offset, offset + bytes) of manifest tensor `tensor`.
+  [[nodiscard]] virtual absl::Status Write(uint32_t tensor, uint64_t offset,
+                                           const std::byte* data, uint64_t bytes) = 0;
+  // Publishes the version; returns where (a path, or a description).
+  [[nodiscard]] virtual absl::StatusOr<std::string> Commit() = 0;
+  // Discards everything since Begin. Idempotent.
+  virtual void Abort() = 0;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_RECEIVER_SINK_H_

@@ -1,0 +1,277 @@
+#include "sender/broadcaster.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "protocol/bucket_plan.h"
+#include "protocol/rendezvous_store.h"
+#include "sender/update_pipeline.h"
+#include "sender/wire_tensors.h"
+#include "transport/rendezvous.h"
+
+namespace weightcast {
+namespace {
+
+constexpr uint32_t kMaxWorldSize = 1 << 16;
+
+absl::Status ValidateConfig(const BroadcasterConfig& c) {
+  if (c.host.empty()) return absl::InvalidArgumentError("host: empty");
+  if (c.port == 0 && c.sender_rank != 0) {
+    return absl::InvalidArgumentError("port: 0 is only allowed on sender rank 0 (pick a free port)");
+  }
+  if (c.port > 65535) return absl::InvalidArgumentError(absl::StrCat("port: ", c.port, " > 65535"));
+  if (c.num_senders == 0) return absl::InvalidArgumentError("num_senders: must be at least 1");
+  if (c.sender_rank >= c.num_senders) {
+    return absl::InvalidArgumentError(absl::StrCat("sender_rank: ", c.sender_rank,
+                                                   " not below num_senders ", c.num_senders));
+  }
+  if (c.inference_world_size == 0) {
+    return absl::InvalidArgumentError("inference_world_size: must be at least 1");
+  }
+  if (c.rank_offset != 0 && c.rank_offset != c.num_senders) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank_offset: inference ranks start right after the ", c.num_senders,
+        " sender(s), so it must be ", c.num_senders, " (or 0), not ", c.rank_offset));
+  }
+  if (static_cast<uint64_t>(c.num_senders) + c.inference_world_size > kMaxWorldSize) {
+    return absl::InvalidArgumentError("world size too large");
+  }
+  if (c.timeout_s < 0 || c.timeout_s > 86400) {
+    return absl::InvalidArgumentError(absl::StrCat("timeout_s: ", c.timeout_s,
+                                                   " outside [0, 86400]"));
+  }
+  if (c.transport != "gloo" && c.transport != "nccl") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("transport: '", c.transport, "' (expected gloo or nccl)"));
+  }
+  if (c.transport == "nccl") {
+    return absl::FailedPreconditionError(
+        "transport: nccl is not wired into the daemon yet (GPU data plane, issue 5); use gloo");
+  }
+  if (c.bucket_bytes != 0 &&
+      (c.bucket_bytes < kMinBucketBytes || c.bucket_bytes > kMaxBucketBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("bucket_bytes: ", c.bucket_bytes,
+                                                   " outside [", kMinBucketBytes, ", ",
+                                                   kMaxBucketBytes, "]"));
+  }
+  return absl::OkStatus();
+}
+
+BroadcasterConfig WithDefaults(BroadcasterConfig c) {
+  if (c.rank_offset == 0) c.rank_offset = c.num_senders;
+  if (c.timeout_s == 0) c.timeout_s = kDefaultTimeoutSeconds;
+  if (c.bucket_bytes == 0) c.bucket_bytes = kDefaultBucketBytes;
+  if (c.transport.empty()) c.transport = "gloo";
+  if (c.data_host.empty()) c.data_host = "127.0.0.1";
+  return c;
+}
+
+}  // namespace
+
+Broadcaster::Broadcaster() { stats_.state = "uninitialized"; }
+
+Broadcaster::~Broadcaster() {
+  Abort();
+}
+
+absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const BroadcasterConfig& raw) {
+  BroadcasterConfig config = raw;
+  if (config.transport.empty()) config.transport = "gloo";
+  RETURN_IF_ERROR(ValidateConfig(config));
+  config = WithDefaults(config);
+  ASSIGN_OR_RETURN(FormatSpec format, ParseFormatOptions(config.format));
+  absl::MutexLock lock(&mu_);
+  const uint32_t world = config.num_senders + config.inference_world_size;
+  if (initialized_) {
+    BroadcasterConfig current = config_;
+    // Port 0 on rank 0 means "any": the same request again still matches.
+    if (raw.port == 0 && config.sender_rank == 0) config.port = current.port;
+    if (config == current) return std::make_pair(config.sender_rank, world);
+    return absl::FailedPreconditionError(
+        "already initialized with a different configuration; Abort first to re-initialize");
+  }
+  std::shared_ptr<RendezvousServer> server;
+  if (config.sender_rank == 0) {
+    ASSIGN_OR_RETURN(std::unique_ptr<RendezvousServer> s,
+                     RendezvousServer::Start(config.host, config.port, config.token));
+    config.port = s->bound_port();
+    server = std::move(s);
+  }
+  const std::string address = absl::StrCat(config.host, ":", config.port);
+  auto store = std::make_shared<RendezvousKeyValueStore>(address, config.token);
+  auto member = std::make_shared<GroupMember>(
+      store.get(), MakeGlooTransportFactory(address, config.token, config.data_host),
+      static_cast<int>(config.sender_rank));
+  if (config.sender_rank != 0) {
+    // Fail early (and clearly) when the rendezvous is unreachable.
+    absl::Status reach = store->Wait({}, absl::Now() + absl::Seconds(config.timeout_s));
+    if (!reach.ok()) {
+      return absl::UnavailableError(absl::StrCat("rendezvous at ", address, ": ", reach.message()));
+    }
+  }
+  config_ = config;
+  format_ = format;
+  server_ = std::move(server);
+  store_ = std::move(store);
+  member_ = std::move(member);
+  ASSIGN_OR_RETURN(last_seq_, LastAnnouncedSeq(*store_));
+  initialized_ = true;
+  stats_.state = "idle";
+  stats_.rank = config.sender_rank;
+  stats_.world_size = world;
+  return std::make_pair(config.sender_rank, world);
+}
+
+absl::Status Broadcaster::Register(const std::vector<TensorRegistration>& tensors,
+                                   const std::string& checkpoint_dir, bool replace,
+                                   const std::string& config_json) {
+  absl::MutexLock lock(&mu_);
+  if (updating_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot register while version ", updating_version_, " is being broadcast"));
+  }
+  if (tensors.empty() && checkpoint_dir.empty() && config_json.empty()) {
+    return absl::InvalidArgumentError(
+        "nothing to register: no tensors, checkpoint_dir or config_json");
+  }
+  // Validate into a copy so a failure keeps the registry as it was.
+  TensorRegistry next = registry_;
+  if (!checkpoint_dir.empty()) RETURN_IF_ERROR(next.AddCheckpointDir(checkpoint_dir, replace));
+  if (!tensors.empty()) {
+    RETURN_IF_ERROR(next.Add(tensors, replace && checkpoint_dir.empty()));
+  }
+  if (!config_json.empty()) RETURN_IF_ERROR(next.SetConfigJson(config_json));
+  registry_ = std::move(next);
+  stats_.registered_tensors = static_cast<uint32_t>(registry_.size());
+  return absl::OkStatus();
+}
+
+std::pair<uint32_t, uint64_t> Broadcaster::RegisteredCount() const {
+  absl::MutexLock lock(&mu_);
+  return {static_cast<uint32_t>(registry_.size()), registry_.total_bytes()};
+}
+
+absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_event) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!initialized_) {
+      return absl::FailedPreconditionError("Update before InitBroadcaster");
+    }
+    if (updating_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("version ", updating_version_, " is still being broadcast"));
+    }
+    if (version == 0 || version <= stats_.last_committed_version) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "version ", version, " does not increase (last committed: ",
+          stats_.last_committed_version, ")"));
+    }
+    updating_ = true;
+    updating_version_ = version;
+    stats_.state = "updating";
+  }
+  const absl::Time start = absl::Now();
+  uint64_t sent = 0;
+  absl::Status status = [&] {
+    absl::StatusOr<UpdateSummary> s = [&]() -> absl::StatusOr<UpdateSummary> {
+      // Snapshot everything the update needs under the lock, then run
+      // without it so Abort and GetStatus stay responsive.
+      BroadcasterConfig config;
+      FormatSpec format;
+      RegistrySnapshot snap;
+      std::shared_ptr<KeyValueStore> store;
+      std::shared_ptr<GroupMember> member;
+      uint64_t last_seq;
+      {
+        absl::MutexLock lock(&mu_);
+        config = config_;
+        format = format_;
+        ASSIGN_OR_RETURN(snap, registry_.Snapshot());
+        store = store_;
+        member = member_;
+        last_seq = last_seq_;
+      }
+      std::vector<TensorSpec> specs;
+      for (const HostSource& h : snap.sources) specs.push_back(h.spec);
+      ASSIGN_OR_RETURN(WireTensors wire, BuildWireTensors(format, specs, snap.config_json));
+      ASSIGN_OR_RETURN(BucketPlan plan, PlanBuckets(wire.outputs, config.bucket_bytes, 0));
+      const absl::Duration timeout = absl::Seconds(config.timeout_s);
+      const uint32_t world = config.num_senders + config.inference_world_size;
+      absl::StatusOr<Announcement> a =
+          config.sender_rank == 0
+              ? AnnounceUpdate(*member, version, config.num_senders, world, config.transport)
+              : AwaitUpdate(*store, version, last_seq, absl::Now() + timeout);
+      if (!a.ok()) return a.status();
+      {
+        absl::MutexLock lock(&mu_);
+        last_seq_ = a->seq;
+        stats_.generation = a->generation;
+      }
+      ASSIGN_OR_RETURN(Transport * transport,
+                       member->Join(a->generation, static_cast<int>(world), absl::Now() + timeout));
+      SenderUpdate u{.weight_version = version,
+                     .seq = a->seq,
+                     .num_senders = config.num_senders,
+                     .outputs = wire.outputs,
+                     .sources = snap.sources,
+                     .plan = &plan,
+                     .config_json = config.sender_rank == 0 ? wire.config_json : "",
+                     .op_timeout = timeout,
+                     .store = store.get()};
+      absl::StatusOr<UpdateSummary> r = RunSenderUpdate(*transport, u, on_event);
+      if (!r.ok() && !transport->healthy()) member->MarkBroken(r.status());
+      return r;
+    }();
+    if (s.ok()) sent = s->bytes_sent;
+    return s.status();
+  }();
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  absl::MutexLock lock(&mu_);
+  updating_ = false;
+  if (status.ok()) {
+    stats_.last_committed_version = version;
+    stats_.updates_committed++;
+    stats_.bytes_sent += sent;
+    on_event(CommittedEvent{.version = version, .bytes = sent, .seconds = seconds});
+  } else {
+    if (!initialized_ && !absl::IsAborted(status)) {
+      status = absl::AbortedError(absl::StrCat("update aborted: ", status.message()));
+    }
+    stats_.updates_failed++;
+    stats_.last_error = std::string(status.message());
+    on_event(FailedEvent{.version = version, .status = status});
+  }
+  stats_.state = initialized_ ? "idle" : "uninitialized";
+  return status;
+}
+
+BroadcasterStatus Broadcaster::GetStatus() const {
+  absl::MutexLock lock(&mu_);
+  BroadcasterStatus s = stats_;
+  s.registered_tensors = static_cast<uint32_t>(registry_.size());
+  return s;
+}
+
+void Broadcaster::Teardown() {
+  initialized_ = false;
+  if (member_) member_->AbortTransport();
+  if (server_) server_->Shutdown();
+  server_.reset();
+  // The store and member stay alive until a running update lets go of them.
+  store_.reset();
+  member_.reset();
+  stats_.state = updating_ ? "updating" : "uninitialized";
+}
+
+bool Broadcaster::Abort() {
+  absl::MutexLock lock(&mu_);
+  const bool running = updating_;
+  Teardown();
+  return running;
+}
+
+uint32_t Broadcaster::rendezvous_port() const {
+  absl::MutexLock lock(&mu_);
+  return config_.port;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,129 @@
+// Broadcaster: the core of one weightcastd sidecar (sender rank i of the
+// group). The gRPC service (sender/broadcaster_service.h) is a thin adapter
+// over it; tests drive it directly.
+//
+// States: uninitialized -> (Init) idle <-> (Update) updating; Abort returns
+// to uninitialized from anywhere, keeping the registered tensors.
+// Threading: every method is thread-safe. Update runs on the caller's
+// thread; a second concurrent Update is FAILED_PRECONDITION; Abort and
+// GetStatus may be called while an update runs.
+#ifndef WEIGHTCAST_SENDER_BROADCASTER_H_
+#define WEIGHTCAST_SENDER_BROADCASTER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "formats/format_spec.h"
+#include "protocol/group.h"
+#include "sender/tensor_registry.h"
+#include "sender/update_events.h"
+
+namespace weightcast {
+
+class RendezvousServer;
+
+// The format options as the control service spells them (see
+// proto/weightcast/v1/control.proto FormatOptions); parsed at Init.
+struct FormatOptionsText {
+  std::string family;
+  std::string source_layout;
+  std::string target;
+  std::string quant_method;
+  std::string scale_rule;
+  bool power_of_two_scales = false;
+  friend bool operator==(const FormatOptionsText&, const FormatOptionsText&) = default;
+};
+
+inline constexpr uint64_t kDefaultBucketBytes = uint64_t{64} << 20;
+inline constexpr double kDefaultTimeoutSeconds = 120;
+
+struct BroadcasterConfig {
+  std::string host = "127.0.0.1";  // rendezvous address (sender 0 serves it)
+  uint32_t port = 0;
+  uint32_t sender_rank = 0;
+  uint32_t num_senders = 1;
+  uint32_t rank_offset = 0;        // 0: num_senders
+  uint32_t inference_world_size = 0;
+  double timeout_s = 0;            // 0: kDefaultTimeoutSeconds
+  std::string transport = "gloo";
+  FormatOptionsText format;
+  uint64_t bucket_bytes = 0;       // 0: kDefaultBucketBytes
+  std::string token;
+  std::string data_host = "127.0.0.1";
+
+  friend bool operator==(const BroadcasterConfig&, const BroadcasterConfig&) = default;
+};
+
+struct BroadcasterStatus {
+  std::string state;
+  uint64_t last_committed_version = 0;
+  std::string last_error;
+  uint64_t updates_committed = 0;
+  uint64_t updates_failed = 0;
+  uint64_t bytes_sent = 0;
+  uint32_t registered_tensors = 0;
+  uint32_t rank = 0;
+  uint32_t world_size = 0;
+  uint64_t generation = 0;
+};
+
+class Broadcaster {
+ public:
+  Broadcaster();
+  ~Broadcaster();
+
+  // Validates and applies `config` (INVALID_ARGUMENT naming the field). The
+  // same config again: OK, nothing changes. Another config while
+  // initialized: FAILED_PRECONDITION. On sender rank 0 this starts the
+  // group rendezvous on host:port; returns (rank, world size).
+  [[nodiscard]] absl::StatusOr<std::pair<uint32_t, uint32_t>> Init(const BroadcasterConfig& config);
+
+  // See TensorRegistry. Allowed in any state but while updating.
+  [[nodiscard]] absl::Status Register(const std::vector<TensorRegistration>& tensors,
+                                      const std::string& checkpoint_dir, bool replace,
+                                      const std::string& config_json = "");
+  [[nodiscard]] std::pair<uint32_t, uint64_t> RegisteredCount() const;
+
+  // Runs the update of `version` to its end, emitting events; the last one
+  // is Committed or Failed. Returns the same outcome. FAILED_PRECONDITION
+  // before Init, while another update runs, or when `version` is not greater
+  // than the last committed one.
+  [[nodiscard]] absl::Status Update(uint64_t version, const UpdateEventSink& on_event);
+
+  [[nodiscard]] BroadcasterStatus GetStatus() const;
+
+  // Cancels a running update (it fails with ABORTED) and returns to
+  // uninitialized. Returns whether an update was running.
+  bool Abort();
+
+  // Port the rendezvous listens on (sender 0 after Init), for tests that
+  // ask for port 0.
+  [[nodiscard]] uint32_t rendezvous_port() const;
+
+ private:
+  absl::Status RunUpdate(uint64_t version, const UpdateEventSink& on_event);
+  void Teardown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  bool initialized_ ABSL_GUARDED_BY(mu_) = false;
+  bool updating_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t updating_version_ ABSL_GUARDED_BY(mu_) = 0;
+  BroadcasterConfig config_ ABSL_GUARDED_BY(mu_);
+  FormatSpec format_ ABSL_GUARDED_BY(mu_);
+  TensorRegistry registry_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<RendezvousServer> server_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<KeyValueStore> store_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<GroupMember> member_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  BroadcasterStatus stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SENDER_BROADCASTER_H_

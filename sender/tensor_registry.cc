@@ -1,0 +1,122 @@
+#include "sender/tensor_registry.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/checkpoint.h"
+#include "common/status_macros.h"
+
+namespace weightcast {
+namespace {
+
+absl::Status Named(const TensorSpec& spec, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat("tensor '", spec.name, "': ", s.message()));
+}
+
+}  // namespace
+
+absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors, bool replace) {
+  std::vector<Entry> fresh;
+  fresh.reserve(tensors.size());
+  absl::flat_hash_set<std::string> names;
+  // Files are mapped once per path per call.
+  absl::flat_hash_map<std::string, std::shared_ptr<MappedFile>> files;
+  for (const TensorRegistration& t : tensors) {
+    RETURN_IF_ERROR(ValidateTensorSpec(t.spec));
+    if (!names.insert(t.spec.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.spec.name, "' appears twice in the request"));
+    }
+    if (std::holds_alternative<CudaIpcLocation>(t.location)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tensor '", t.spec.name,
+          "': CUDA IPC locations need the nccl transport on a GPU build (use shm with gloo)"));
+    }
+    const ShmLocation& loc = std::get<ShmLocation>(t.location);
+    if (loc.path.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", t.spec.name, "': empty path"));
+    }
+    auto it = files.find(loc.path);
+    if (it == files.end()) {
+      absl::StatusOr<std::shared_ptr<MappedFile>> f = MappedFile::Open(loc.path);
+      if (!f.ok()) {
+        return Named(t.spec, absl::InvalidArgumentError(f.status().message()));
+      }
+      it = files.emplace(loc.path, *std::move(f)).first;
+    }
+    absl::StatusOr<const std::byte*> range = it->second->Range(loc.offset, t.spec.ByteSize());
+    if (!range.ok()) return Named(t.spec, range.status());
+    fresh.push_back(Entry{.spec = t.spec, .file = it->second, .offset = loc.offset});
+  }
+  if (replace) {
+    entries_.clear();
+    config_json_.clear();
+  }
+  absl::flat_hash_map<std::string, size_t> index;
+  for (size_t i = 0; i < entries_.size(); ++i) index[entries_[i].spec.name] = i;
+  for (Entry& e : fresh) {
+    auto it = index.find(e.spec.name);
+    if (it != index.end()) {
+      entries_[it->second] = std::move(e);
+    } else {
+      index[e.spec.name] = entries_.size();
+      entries_.push_back(std::move(e));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TensorRegistry::AddCheckpointDir(const std::string& dir, bool replace) {
+  ASSIGN_OR_RETURN(CheckpointDir ckpt, CheckpointDir::Open(dir));
+  std::vector<TensorRegistration> regs;
+  for (const CheckpointTensor& t : ckpt.tensors()) {
+    regs.push_back(TensorRegistration{
+        .spec = t.spec, .location = ShmLocation{.path = t.path, .offset = t.file_offset}});
+  }
+  RETURN_IF_ERROR(Add(regs, replace));
+  if (!ckpt.config_json().empty()) config_json_ = ckpt.config_json();
+  return absl::OkStatus();
+}
+
+absl::Status TensorRegistry::SetConfigJson(const std::string& json) {
+  nlohmann::json doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return absl::InvalidArgumentError("config_json: not a JSON object");
+  }
+  config_json_ = json;
+  return absl::OkStatus();
+}
+
+uint64_t TensorRegistry::total_bytes() const {
+  uint64_t n = 0;
+  for (const Entry& e : entries_) n += e.spec.ByteSize();
+  return n;
+}
+
+absl::StatusOr<RegistrySnapshot> TensorRegistry::Snapshot() const {
+  RegistrySnapshot snap;
+  snap.config_json = config_json_;
+  absl::flat_hash_set<const MappedFile*> checked;
+  for (const Entry& e : entries_) {
+    if (checked.insert(e.file.get()).second) {
+      // A file that shrank since it was mapped would fault on read.
+      struct stat st;
+      if (stat(e.file->path().c_str(), &st) != 0 ||
+          static_cast<uint64_t>(st.st_size) < e.file->size()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "tensor '", e.spec.name, "': file ", e.file->path(),
+            " is gone or shorter than when it was registered; register it again"));
+      }
+      snap.files.push_back(e.file);
+    }
+    ASSIGN_OR_RETURN(const std::byte* data, e.file->Range(e.offset, e.spec.ByteSize()));
+    snap.sources.push_back(HostSource{.spec = e.spec, .data = data});
+  }
+  return snap;
+}
+
+}  // namespace weightcast

@@ -1,0 +1,86 @@
+// TensorRegistry: the tensors a sender owns and where their bytes live.
+//
+// Registration validates everything before keeping anything (one bad
+// descriptor rejects the whole call, naming the tensor). Registering a name
+// again replaces its location (the trainer reallocated). Bytes are read in
+// place at update time: shared-memory files and safetensors files are
+// mapped (MAP_SHARED), so a trainer that rewrites its file between updates
+// is seen without re-registering.
+// Threading: externally synchronized (the Broadcaster holds its lock).
+#ifndef WEIGHTCAST_SENDER_TENSOR_REGISTRY_H_
+#define WEIGHTCAST_SENDER_TENSOR_REGISTRY_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/mapped_file.h"
+#include "common/output_tensor.h"
+#include "common/tensor_spec.h"
+
+namespace weightcast {
+
+struct ShmLocation {
+  std::string path;
+  uint64_t offset = 0;
+};
+
+struct CudaIpcLocation {
+  std::string ipc_handle;  // 64 bytes
+  uint64_t offset = 0;
+  int device = 0;
+  uint64_t allocation_bytes = 0;
+};
+
+struct TensorRegistration {
+  TensorSpec spec;
+  std::variant<ShmLocation, CudaIpcLocation> location;
+};
+
+// What one update reads: sources in registration order, kept mapped while
+// the snapshot lives.
+struct RegistrySnapshot {
+  std::vector<HostSource> sources;
+  std::vector<std::shared_ptr<MappedFile>> files;
+  std::string config_json;
+};
+
+class TensorRegistry {
+ public:
+  // Adds (or, with `replace`, replaces all with) `tensors`.
+  // INVALID_ARGUMENT naming the tensor: invalid spec, duplicate name in the
+  // request, missing file, range outside the file. FAILED_PRECONDITION for
+  // CUDA IPC locations in a build or transport without CUDA.
+  [[nodiscard]] absl::Status Add(const std::vector<TensorRegistration>& tensors, bool replace);
+
+  // Registers every tensor of a safetensors checkpoint directory (and its
+  // config.json). Same rules as Add.
+  [[nodiscard]] absl::Status AddCheckpointDir(const std::string& dir, bool replace);
+
+  // Sets the config.json that travels with updates. INVALID_ARGUMENT unless
+  // it is a JSON object.
+  [[nodiscard]] absl::Status SetConfigJson(const std::string& json);
+
+  [[nodiscard]] size_t size() const { return entries_.size(); }
+  [[nodiscard]] uint64_t total_bytes() const;
+
+  // Checks every file still covers its tensors (FAILED_PRECONDITION naming
+  // the tensor if a file shrank) and returns the sources.
+  [[nodiscard]] absl::StatusOr<RegistrySnapshot> Snapshot() const;
+
+ private:
+  struct Entry {
+    TensorSpec spec;
+    std::shared_ptr<MappedFile> file;
+    uint64_t offset = 0;
+  };
+  std::vector<Entry> entries_;
+  std::string config_json_;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SENDER_TENSOR_REGISTRY_H_

@@ -1,0 +1,45 @@
+// Progress events of one update, as the core emits them (the gRPC adapter
+// turns them into weightcast.v1.UpdateEvent).
+#ifndef WEIGHTCAST_SENDER_UPDATE_EVENTS_H_
+#define WEIGHTCAST_SENDER_UPDATE_EVENTS_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+
+#include "absl/status/status.h"
+
+namespace weightcast {
+
+struct PlannedEvent {
+  uint32_t num_buckets = 0;
+  uint32_t own_buckets = 0;
+  uint64_t total_bytes = 0;
+  uint32_t num_tensors = 0;
+};
+struct BucketSentEvent {
+  uint32_t index = 0;
+  uint32_t num_buckets = 0;
+  uint64_t bytes = 0;
+  uint32_t root = 0;
+};
+struct SourceReleasedEvent {};
+struct CommittedEvent {
+  uint64_t version = 0;
+  uint64_t bytes = 0;
+  double seconds = 0;
+};
+struct FailedEvent {
+  uint64_t version = 0;
+  absl::Status status;
+};
+
+using UpdateEvent =
+    std::variant<PlannedEvent, BucketSentEvent, SourceReleasedEvent, CommittedEvent, FailedEvent>;
+// Called on the update thread; must not block for long.
+using UpdateEventSink = std::function<void(const UpdateEvent&)>;
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SENDER_UPDATE_EVENTS_H_

@@ -1,0 +1,189 @@
+#include "sender/update_pipeline.h"
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/checksum.h"
+#include "common/status_macros.h"
+#include "kernels/pack_reference.h"
+#include "protocol/manifest_exchange.h"
+
+namespace weightcast {
+namespace {
+
+// Packs one bucket (payload + trailer) of this rank into `dst`.
+absl::Status PackBucket(const SenderUpdate& u, const Bucket& bucket, uint32_t global_index,
+                        std::byte* dst) {
+  uint64_t cursor = 0;
+  for (const Segment& s : bucket.segments) {
+    // Zero the alignment padding so the checksum is deterministic.
+    if (s.bucket_offset > cursor) std::memset(dst + cursor, 0, s.bucket_offset - cursor);
+    absl::Status st = PackOutputRange(u.outputs[s.tensor], u.sources, s.tensor_offset, s.bytes,
+                                      dst + s.bucket_offset);
+    if (!st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("packing bucket ", global_index, ": ",
+                                                  st.message()));
+    }
+    cursor = s.bucket_offset + s.bytes;
+  }
+  EncodeBucketTrailer(BucketTrailer{.checksum = BucketChecksum(dst, bucket.bytes),
+                                    .weight_version = u.weight_version,
+                                    .bucket_index = global_index,
+                                    .payload_bytes = bucket.bytes},
+                      dst + bucket.bytes);
+  return absl::OkStatus();
+}
+
+// Two staging buffers: a packer thread fills buffer k % 2 with own bucket k
+// while the update thread broadcasts bucket k - 1.
+class DoubleBufferedPacker {
+ public:
+  DoubleBufferedPacker(const SenderUpdate& u, uint32_t first_global, size_t max_bytes)
+      : u_(u), first_global_(first_global) {
+    for (auto& b : buffers_) b.resize(max_bytes + kBucketTrailerBytes);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~DoubleBufferedPacker() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // Blocks until own bucket k is packed; returns its buffer.
+  absl::StatusOr<std::byte*> Acquire(size_t k) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return packed_ > k || !status_.ok(); });
+    if (!status_.ok()) return status_;
+    return buffers_[k % 2].data();
+  }
+  // Bucket k was broadcast: its buffer may be reused.
+  void Release(size_t k) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = k + 1;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  void Loop() {
+    const auto& buckets = u_.plan->buckets;
+    for (size_t k = 0; k < buckets.size(); ++k) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        // Buffer k % 2 is free once bucket k - 2 was broadcast.
+        cv_.wait(lock, [&] { return stop_ || k < released_ + 2; });
+        if (stop_) return;
+      }
+      absl::Status st = PackBucket(u_, buckets[k], first_global_ + static_cast<uint32_t>(k),
+                                   buffers_[k % 2].data());
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!st.ok()) {
+          status_ = st;
+        } else {
+          packed_ = k + 1;
+        }
+      }
+      cv_.notify_all();
+      if (!st.ok()) return;
+    }
+  }
+
+  const SenderUpdate& u_;
+  uint32_t first_global_;
+  std::vector<std::byte> buffers_[2];
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t packed_ = 0;
+  size_t released_ = 0;
+  bool stop_ = false;
+  absl::Status status_;
+  std::thread thread_;
+};
+
+// Collects the reasons receivers left for a "no" vote.
+std::string VoteReasons(const SenderUpdate& u, int world_size) {
+  if (u.store == nullptr) return "";
+  std::vector<std::string> reasons;
+  for (int r = 0; r < world_size; ++r) {
+    absl::StatusOr<std::string> why = u.store->Get(ErrorKey(u.seq, r));
+    if (why.ok()) reasons.push_back(absl::StrCat("rank ", r, ": ", *why));
+  }
+  return absl::StrJoin(reasons, "; ");
+}
+
+}  // namespace
+
+absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const SenderUpdate& u,
+                                              const UpdateEventSink& on_event) {
+  const int rank = transport.rank();
+  SenderManifest mine = MakeSenderManifest(u.weight_version, static_cast<uint32_t>(rank),
+                                           u.num_senders, u.outputs, *u.plan, u.config_json);
+  ASSIGN_OR_RETURN(GlobalManifest global,
+                   ExchangeManifests(transport, u.num_senders, u.weight_version, &mine,
+                                     u.op_timeout));
+  UpdateSummary summary{.total_bytes = global.payload_bytes,
+                        .num_buckets = static_cast<uint32_t>(global.buckets.size())};
+  uint32_t first_own = 0;
+  while (first_own < global.buckets.size() &&
+         global.buckets[first_own].root != static_cast<uint32_t>(rank)) {
+    ++first_own;
+  }
+  on_event(PlannedEvent{.num_buckets = summary.num_buckets,
+                        .own_buckets = static_cast<uint32_t>(u.plan->buckets.size()),
+                        .total_bytes = global.payload_bytes,
+                        .num_tensors = static_cast<uint32_t>(global.tensors.size())});
+
+  size_t max_bucket = 0;
+  for (const GlobalBucket& b : global.buckets) max_bucket = std::max<size_t>(max_bucket, b.bytes);
+  std::optional<DoubleBufferedPacker> packer;
+  if (!u.plan->buckets.empty()) {
+    packer.emplace(u, first_own, max_bucket);
+  } else {
+    on_event(SourceReleasedEvent{});
+  }
+  std::vector<std::byte> scratch;  // other senders' buckets pass through here
+  size_t own = 0;
+  for (uint32_t g = 0; g < global.buckets.size(); ++g) {
+    const GlobalBucket& b = global.buckets[g];
+    const size_t bytes = b.bytes + kBucketTrailerBytes;
+    if (b.root == static_cast<uint32_t>(rank)) {
+      absl::StatusOr<std::byte*> buf = packer->Acquire(own);
+      if (!buf.ok()) {
+        transport.Abort();  // the others must not wait for this bucket
+        return buf.status();
+      }
+      if (own + 1 == u.plan->buckets.size()) on_event(SourceReleasedEvent{});
+      RETURN_IF_ERROR(transport.Broadcast(*buf, bytes, rank, absl::Now() + u.op_timeout));
+      packer->Release(own);
+      ++own;
+      summary.bytes_sent += b.bytes;
+      on_event(BucketSentEvent{.index = g, .num_buckets = summary.num_buckets,
+                               .bytes = b.bytes, .root = b.root});
+    } else {
+      scratch.resize(std::max(scratch.size(), bytes));
+      RETURN_IF_ERROR(transport.Broadcast(scratch.data(), bytes, static_cast<int>(b.root),
+                                          absl::Now() + u.op_timeout));
+    }
+  }
+  packer.reset();
+  ASSIGN_OR_RETURN(int64_t vote, transport.AllReduceMin(1, absl::Now() + u.op_timeout));
+  if (vote != 1) {
+    std::string reasons = VoteReasons(u, transport.world_size());
+    return absl::AbortedError(absl::StrCat("version ", u.weight_version,
+                                           " was not committed: a receiver voted to abort",
+                                           reasons.empty() ? "" : " (", reasons,
+                                           reasons.empty() ? "" : ")"));
+  }
+  return summary;
+}
+
+}  // namespace weightcast

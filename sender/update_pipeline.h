@@ -1,0 +1,54 @@
+// UpdatePipeline: runs one update on a sender rank over an already joined
+// transport: manifest exchange, the buckets in global order (packing this
+// rank's own buckets one ahead of the broadcast, in two staging buffers),
+// and the commit vote. No gRPC, no rendezvous: the caller (Broadcaster)
+// announces and joins; tests drive this directly.
+#ifndef WEIGHTCAST_SENDER_UPDATE_PIPELINE_H_
+#define WEIGHTCAST_SENDER_UPDATE_PIPELINE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/output_tensor.h"
+#include "protocol/bucket_plan.h"
+#include "protocol/group.h"
+#include "sender/update_events.h"
+#include "transport/transport.h"
+
+namespace weightcast {
+
+struct SenderUpdate {
+  uint64_t weight_version = 0;
+  uint64_t seq = 0;                      // announcement sequence number
+  uint32_t num_senders = 0;
+  std::span<const OutputTensor> outputs; // this rank's wire tensors
+  std::span<const HostSource> sources;   // what the outputs read
+  const BucketPlan* plan = nullptr;      // PlanBuckets(outputs, ..., 0)
+  std::string config_json;
+  absl::Duration op_timeout = absl::Seconds(120);
+  // Optional: where receivers leave the reasons for a "no" vote.
+  KeyValueStore* store = nullptr;
+};
+
+struct UpdateSummary {
+  uint64_t bytes_sent = 0;    // payload bytes this rank broadcast
+  uint64_t total_bytes = 0;   // payload bytes of the whole update
+  uint32_t num_buckets = 0;
+};
+
+// Runs the update. Emits Planned, BucketSent (own buckets), SourceReleased
+// (once every source byte was read). Returns OK only when every rank voted
+// to commit. Any error leaves `transport` broken (the caller re-forms the
+// group): transport errors as they are, ABORTED when the vote failed, with
+// the receivers' reasons when `store` has them.
+[[nodiscard]] absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport,
+                                                            const SenderUpdate& update,
+                                                            const UpdateEventSink& on_event);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_SENDER_UPDATE_PIPELINE_H_

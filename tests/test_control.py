@@ -1,0 +1,116 @@
+"""The control service's validation, through weightcastctl: every bad input
+gets a clear error naming what is wrong, and the daemon stays usable."""
+
+import json
+
+from weightcast_trainer.shm import ShmTensorFile
+
+
+def test_update_before_init_is_a_failed_precondition(make_cluster):
+    c = make_cluster()
+    c.start_daemons()
+    r = c.ctl(0, "update", "--version", "1")
+    assert r.rc == 1
+    assert "before InitBroadcaster" in r.err
+    assert "code 9" in r.err  # FAILED_PRECONDITION
+
+
+def test_init_is_idempotent_and_refuses_conflicts_until_abort(make_cluster):
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    assert c.init(0).rc == 0  # same config: no-op
+    r = c.init(0, **{"--bucket-bytes": 1 << 20})
+    assert r.rc == 1 and "different configuration" in r.err
+    assert c.ctl(0, "abort").rc == 0
+    assert c.init(0, **{"--bucket-bytes": 1 << 20}).rc == 0
+
+
+def test_init_validates_fields(make_cluster):
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    cases = {
+        "--bucket-bytes": (100, "bucket_bytes"),
+        "--transport": ("carrier-pigeon", "transport"),
+        "--sender-rank": (3, "sender_rank"),
+        "--inference-world-size": (0, "inference_world_size"),
+        "--rank-offset": (5, "rank_offset"),
+    }
+    for flag, (value, field) in cases.items():
+        r = c.init(0, **{flag: value})
+        assert r.rc == 1, flag
+        assert field in r.err and "code 3" in r.err, r.err  # INVALID_ARGUMENT
+    assert c.init(0).rc == 0
+
+
+def write_desc(path, tensors):
+    with open(path, "w") as f:
+        json.dump({"tensors": tensors}, f)
+
+
+def test_register_rejects_bad_descriptors_naming_the_tensor(make_cluster, tmp_path):
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    f = ShmTensorFile.create(str(tmp_path / "t.bin"), [("a", "BF16", (4, 5))])
+    ok = {"name": "a", "dtype": "BF16", "shape": [4, 5], "shm": {"path": f.path, "offset": 0}}
+    bad_cases = [
+        (dict(ok, dtype="BF17"), "unknown dtype"),
+        (dict(ok, name=""), "empty"),
+        (dict(ok, shape=[4, 500]), "'a'"),                                # past the end
+        (dict(ok, shm={"path": f.path, "offset": 1 << 20}), "'a'"),        # offset out of range
+        (dict(ok, shm={"path": str(tmp_path / "missing.bin"), "offset": 0}), "missing.bin"),
+        (dict(ok, shape=[4, -5]), "negative"),
+    ]
+    desc = str(tmp_path / "d.json")
+    for tensor, needle in bad_cases:
+        write_desc(desc, [tensor])
+        r = c.ctl(0, "register", "--descriptors", desc)
+        assert r.rc == 1, tensor
+        assert needle in r.err, (needle, r.err)
+    write_desc(desc, [ok, ok])
+    r = c.ctl(0, "register", "--descriptors", desc)
+    assert r.rc == 1 and "appears twice" in r.err
+    # A malformed file is a usage error of the CLI (exit 2), naming the entry.
+    with open(desc, "w") as fh:
+        fh.write('{"tensors": [{"name": "x"}]}')
+    r = c.ctl(0, "register", "--descriptors", desc)
+    assert r.rc == 2 and "tensors[0]" in r.err
+    # Nothing bad was kept; the good one registers.
+    write_desc(desc, [ok])
+    r = c.ctl(0, "register", "--descriptors", desc)
+    assert r.rc == 0 and "registered: 1 tensors" in r.out
+    f.close()
+
+
+def test_second_update_while_one_runs_is_refused(make_cluster):
+    import subprocess
+    import time
+
+    # Sender 0 of a group whose receiver never shows up: its update waits for
+    # the group until the timeout, long enough to try a second one.
+    c = make_cluster(num_senders=1, num_receivers=1, timeout_s=4)
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    c.parts = c.model.split(1)
+    c.register()
+    first = subprocess.Popen([c.bin("weightcastctl"), "--addr", c.sock(0), "update",
+                              "--version", "1"], stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    r = c.ctl(0, "update", "--version", "2")
+    assert r.rc == 1 and "still being broadcast" in r.err
+    out, _ = first.communicate(timeout=30)
+    assert first.returncode == 1 and "failed version 1" in out
+    st = json.loads(c.ctl(0, "status", "--json").out)
+    assert st["state"] == "idle" and st["updates_failed"] == 1
+
+
+def test_unreachable_daemon_exit_code(tmp_path):
+    import subprocess
+
+    from weightcast_testing.cluster import default_bin_dir
+    import os
+
+    p = subprocess.run([os.path.join(default_bin_dir(), "weightcastctl"), "--addr",
+                        f"unix:{tmp_path}/nobody.sock", "--rpc-timeout", "2", "status"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 3
