@@ -28,17 +28,6 @@ namespace weightcast {
 
 class RendezvousServer;
 
-// The format options as the control service spells them (see
-// proto/weightcast/v1/control.proto FormatOptions); parsed at Init.
-struct FormatOptionsText {
-  std::string family;
-  std::string source_layout;
-  std::string target;
-  std::string quant_method;
-  std::string scale_rule;
-  bool power_of_two_scales = false;
-  friend bool operator==(const FormatOptionsText&, const FormatOptionsText&) = default;
-};
 
 inline constexpr uint64_t kDefaultBucketBytes = uint64_t{64} << 20;
 inline constexpr double kDefaultTimeoutSeconds = 120;

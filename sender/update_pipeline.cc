@@ -1,7 +1,9 @@
 #include "sender/update_pipeline.h"
 
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 

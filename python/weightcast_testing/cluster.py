@@ -127,7 +127,8 @@ class Cluster:
             f = ShmTensorFile.create(f"{self.workdir}/trainer{s}.bin", part)
             self.shm.append(f)
             desc = f"{self.workdir}/trainer{s}.json"
-            f.write_descriptors(desc, config=self.model.config() if s == 0 else None)
+            # Every trainer rank knows its model's config (it names the family).
+            f.write_descriptors(desc, config=self.model.config())
             r = self.ctl(s, "register", "--descriptors", desc)
             assert r.rc == 0, r.err
 

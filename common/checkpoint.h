@@ -1,0 +1,89 @@
+// Hugging Face style checkpoint directories: *.safetensors shards, optional
+// model.safetensors.index.json and config.json.
+//
+// CheckpointDir reads one (what a sender registers). CheckpointWriter writes
+// one version for a receiver: everything goes into a temporary directory
+// that Commit renames to OUT/step_<version> in one step, then OUT/LATEST is
+// replaced (write + rename) with the version number. Abort, or destruction
+// without Commit, removes the temporary directory: readers never see a
+// partial version.
+#ifndef WEIGHTCAST_COMMON_CHECKPOINT_H_
+#define WEIGHTCAST_COMMON_CHECKPOINT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/safetensors.h"
+#include "common/tensor_spec.h"
+
+namespace weightcast {
+
+struct CheckpointTensor {
+  TensorSpec spec;
+  std::string path;          // the shard file
+  uint64_t file_offset = 0;  // absolute offset of its bytes in that file
+};
+
+class CheckpointDir {
+ public:
+  // NOT_FOUND when `dir` is missing or has no *.safetensors; INVALID_ARGUMENT
+  // for a malformed shard, a tensor in two shards (naming both), an index
+  // that disagrees with the shards, or a config.json that is not an object.
+  [[nodiscard]] static absl::StatusOr<CheckpointDir> Open(const std::string& dir);
+
+  // Shards sorted by file name, tensors in file order.
+  [[nodiscard]] const std::vector<CheckpointTensor>& tensors() const { return tensors_; }
+  [[nodiscard]] const std::string& config_json() const { return config_json_; }
+
+ private:
+  std::vector<CheckpointTensor> tensors_;
+  std::string config_json_;
+};
+
+class CheckpointWriter {
+ public:
+  // Plans shards of at most `max_shard_bytes` (tensors in the given order; a
+  // tensor larger than that gets a shard of its own), names them
+  // model-0000i-of-0000n.safetensors (model.safetensors when one), and
+  // creates them in OUT/.tmp-step_<version>-<pid>-<n>.
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(
+      const std::string& out_root, uint64_t version, std::vector<TensorSpec> tensors,
+      std::string config_json, uint64_t max_shard_bytes);
+  ~CheckpointWriter();
+
+  // Bytes [offset, offset + bytes) of tensor `index` (in Begin's order).
+  [[nodiscard]] absl::Status Write(size_t index, uint64_t offset, const std::byte* data,
+                                   uint64_t bytes);
+  // Finishes every shard, writes model.safetensors.index.json and
+  // config.json, syncs, renames into OUT/step_<version> (FAILED_PRECONDITION
+  // if it exists) and updates OUT/LATEST. Returns the final directory.
+  [[nodiscard]] absl::StatusOr<std::string> Commit();
+  void Abort();
+
+  // The shard each tensor goes to (file names), for tests.
+  [[nodiscard]] std::vector<std::string> ShardNames() const;
+
+  // Removes .tmp-step_* directories left by crashed runs.
+  [[nodiscard]] static absl::Status CleanStaleTemps(const std::string& out_root);
+  // The version in OUT/LATEST; NOT_FOUND when none was committed.
+  [[nodiscard]] static absl::StatusOr<uint64_t> ReadLatest(const std::string& out_root);
+
+ private:
+  CheckpointWriter() = default;
+  std::string out_root_;
+  std::string tmp_dir_;
+  uint64_t version_ = 0;
+  std::string config_json_;
+  std::vector<TensorSpec> tensors_;
+  std::vector<std::string> shard_names_;                        // per shard
+  std::vector<std::unique_ptr<SafetensorsFileWriter>> shards_;  // per shard
+  std::vector<std::pair<size_t, size_t>> where_;                // tensor -> (shard, index)
+  bool done_ = false;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_COMMON_CHECKPOINT_H_

@@ -1,0 +1,439 @@
+#include "formats/layout.h"
+
+#include <map>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace weightcast {
+namespace {
+
+// A 2-D row-major view [rows, cols] of a source, not transposed.
+struct View {
+  uint32_t source = 0;
+  uint64_t offset = 0;
+  uint64_t rows = 0, cols = 0, stride = 0;
+  bool transpose = false;  // the view is a transposed block of its source
+
+  Piece AsPiece() const {
+    return Piece{.source = source, .src_offset = offset, .rows = transpose ? cols : rows,
+                 .cols = transpose ? rows : cols, .src_row_stride = stride,
+                 .transpose = transpose};
+  }
+};
+
+enum class Role { kGate, kUp, kDown };
+
+// Everything found of one routed-expert block "P" (= "<prefix>.<block>.experts").
+struct Block {
+  std::string prefix;
+  size_t first_source = 0;
+  std::map<uint64_t, std::array<std::optional<uint32_t>, 3>> per_expert;
+  std::optional<uint32_t> gate_up, down;  // fused
+  std::optional<uint32_t> w1, w2, w3;     // stacked
+};
+
+struct Parsed {
+  std::string prefix;  // up to and including ".experts"
+  SourceLayout layout;
+  Role role;
+  uint64_t expert = 0;
+};
+
+// Recognizes routed-expert tensor names of `f`, anchored on
+// ".<block>.experts." so that shared experts never match.
+std::optional<Parsed> ParseExpertName(const FamilyRules& f, const std::string& name) {
+  if (!f.moe) return std::nullopt;
+  const std::string anchor = absl::StrCat(".", f.block, ".experts.");
+  size_t at = name.rfind(anchor);
+  if (at == std::string::npos) {
+    const std::string head = absl::StrCat(f.block, ".experts.");
+    if (!absl::StartsWith(name, head)) return std::nullopt;
+    at = 0;
+  } else {
+    at += 1;
+  }
+  const std::string prefix = name.substr(0, at + f.block.size() + 8);  // ..."experts"
+  const std::string rest = name.substr(prefix.size() + 1);
+  Parsed p{.prefix = prefix};
+  if (rest == "gate_up_proj") return Parsed{prefix, SourceLayout::kFused, Role::kGate};
+  if (rest == "down_proj") return Parsed{prefix, SourceLayout::kFused, Role::kDown};
+  if (rest == "w1") return Parsed{prefix, SourceLayout::kStacked, Role::kGate};
+  if (rest == "w3") return Parsed{prefix, SourceLayout::kStacked, Role::kUp};
+  if (rest == "w2") return Parsed{prefix, SourceLayout::kStacked, Role::kDown};
+  const size_t dot = rest.find('.');
+  uint64_t e = 0;
+  if (dot == std::string::npos || !absl::SimpleAtoi(rest.substr(0, dot), &e)) return std::nullopt;
+  const std::string proj = rest.substr(dot + 1);
+  Role role;
+  if (proj == f.gate + ".weight") {
+    role = Role::kGate;
+  } else if (proj == f.up + ".weight") {
+    role = Role::kUp;
+  } else if (proj == f.down + ".weight") {
+    role = Role::kDown;
+  } else {
+    return std::nullopt;
+  }
+  return Parsed{prefix, SourceLayout::kPerExpert, role, e};
+}
+
+const char* LayoutName(SourceLayout l) {
+  switch (l) {
+    case SourceLayout::kPerExpert: return "per-expert";
+    case SourceLayout::kFused: return "fused";
+    case SourceLayout::kStacked: return "stacked";
+  }
+  return "?";
+}
+
+absl::Status Bad(const std::string& tensor, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor, "': ", why));
+}
+
+absl::Status ExpectShape(const TensorSpec& s, std::vector<int64_t> want, const std::string& what) {
+  if (s.shape != want) {
+    std::string w;
+    for (size_t i = 0; i < want.size(); ++i) absl::StrAppend(&w, i ? "x" : "", want[i]);
+    std::string g;
+    for (size_t i = 0; i < s.shape.size(); ++i) absl::StrAppend(&g, i ? "x" : "", s.shape[i]);
+    return Bad(s.name, absl::StrCat(what, " should be [", w, "], is [", g, "]"));
+  }
+  return absl::OkStatus();
+}
+
+struct ExpertViews {
+  uint64_t E = 0, I = 0, H = 0;
+  DType dtype = DType::kBF16;
+  std::vector<View> gate, up, down;  // per expert: [I,H], [I,H], [H,I]
+};
+
+std::string PerExpertName(const FamilyRules& f, const std::string& prefix, uint64_t e, Role r) {
+  const std::string& proj = r == Role::kGate ? f.gate : r == Role::kUp ? f.up : f.down;
+  return absl::StrCat(prefix, ".", e, ".", proj, ".weight");
+}
+
+absl::StatusOr<ExpertViews> ViewsOf(const FamilyRules& f, const Block& b,
+                                    std::span<const TensorSpec> src) {
+  ExpertViews v;
+  if (!b.per_expert.empty()) {
+    v.E = b.per_expert.rbegin()->first + 1;
+    for (uint64_t e = 0; e < v.E; ++e) {
+      auto it = b.per_expert.find(e);
+      for (Role r : {Role::kGate, Role::kUp, Role::kDown}) {
+        if (it == b.per_expert.end() || !it->second[static_cast<int>(r)]) {
+          return Bad(PerExpertName(f, b.prefix, e, r), "missing (experts must be 0..E-1, each "
+                                                       "with gate, up and down)");
+        }
+      }
+      const TensorSpec& g = src[*it->second[0]];
+      const TensorSpec& u = src[*it->second[1]];
+      const TensorSpec& d = src[*it->second[2]];
+      if (e == 0) {
+        if (g.shape.size() != 2) return Bad(g.name, "expert projection must be 2-D");
+        v.I = g.shape[0];
+        v.H = g.shape[1];
+        v.dtype = g.dtype;
+      }
+      RETURN_IF_ERROR(ExpectShape(g, {(int64_t)v.I, (int64_t)v.H}, "gate"));
+      RETURN_IF_ERROR(ExpectShape(u, {(int64_t)v.I, (int64_t)v.H}, "up"));
+      RETURN_IF_ERROR(ExpectShape(d, {(int64_t)v.H, (int64_t)v.I}, "down"));
+      for (const TensorSpec* s : {&g, &u, &d}) {
+        if (s->dtype != v.dtype) return Bad(s->name, "dtype differs from the other experts'");
+      }
+      v.gate.push_back(View{*it->second[0], 0, v.I, v.H, v.H});
+      v.up.push_back(View{*it->second[1], 0, v.I, v.H, v.H});
+      v.down.push_back(View{*it->second[2], 0, v.H, v.I, v.I});
+    }
+    return v;
+  }
+  if (b.gate_up || b.down) {
+    if (!b.gate_up) return Bad(b.prefix + ".gate_up_proj", "missing (its down_proj is there)");
+    if (!b.down) return Bad(b.prefix + ".down_proj", "missing (its gate_up_proj is there)");
+    const TensorSpec& gu = src[*b.gate_up];
+    const TensorSpec& dn = src[*b.down];
+    if (gu.shape.size() != 3) return Bad(gu.name, "fused gate_up_proj must be 3-D");
+    v.E = gu.shape[0];
+    v.dtype = gu.dtype;
+    if (f.fused_transposed) {  // [E, H, 2I], down [E, I, H]
+      v.H = gu.shape[1];
+      if (gu.shape[2] % 2) return Bad(gu.name, "last dim must be 2*I");
+      v.I = gu.shape[2] / 2;
+      RETURN_IF_ERROR(ExpectShape(dn, {(int64_t)v.E, (int64_t)v.I, (int64_t)v.H}, "down_proj"));
+    } else {  // [E, 2I, H], down [E, H, I]
+      if (gu.shape[1] % 2) return Bad(gu.name, "middle dim must be 2*I");
+      v.I = gu.shape[1] / 2;
+      v.H = gu.shape[2];
+      RETURN_IF_ERROR(ExpectShape(dn, {(int64_t)v.E, (int64_t)v.H, (int64_t)v.I}, "down_proj"));
+    }
+    if (dn.dtype != v.dtype) return Bad(dn.name, "dtype differs from gate_up_proj's");
+    const uint64_t E = v.E, I = v.I, H = v.H;
+    for (uint64_t e = 0; e < E; ++e) {
+      if (f.fused_transposed) {
+        // gate_e [I,H] = transpose of the [H, I] block at columns [0, I).
+        v.gate.push_back(View{*b.gate_up, e * H * 2 * I, I, H, 2 * I, true});
+        v.up.push_back(View{*b.gate_up, e * H * 2 * I + I, I, H, 2 * I, true});
+        v.down.push_back(View{*b.down, e * I * H, H, I, H, true});
+      } else {
+        v.gate.push_back(View{*b.gate_up, e * 2 * I * H, I, H, H});
+        v.up.push_back(View{*b.gate_up, e * 2 * I * H + I * H, I, H, H});
+        v.down.push_back(View{*b.down, e * H * I, H, I, I});
+      }
+    }
+    return v;
+  }
+  // Stacked.
+  if (!b.w1 || !b.w2 || !b.w3) {
+    const char* missing = !b.w1 ? "w1" : !b.w2 ? "w2" : "w3";
+    return Bad(absl::StrCat(b.prefix, ".", missing), "missing (stacked experts need w1, w2, w3)");
+  }
+  const TensorSpec& w1 = src[*b.w1];
+  if (w1.shape.size() != 3) return Bad(w1.name, "stacked w1 must be 3-D [E, I, H]");
+  v.E = w1.shape[0];
+  v.I = w1.shape[1];
+  v.H = w1.shape[2];
+  v.dtype = w1.dtype;
+  RETURN_IF_ERROR(ExpectShape(src[*b.w3], {(int64_t)v.E, (int64_t)v.I, (int64_t)v.H}, "w3"));
+  RETURN_IF_ERROR(ExpectShape(src[*b.w2], {(int64_t)v.E, (int64_t)v.H, (int64_t)v.I}, "w2"));
+  for (uint32_t i : {*b.w2, *b.w3}) {
+    if (src[i].dtype != v.dtype) return Bad(src[i].name, "dtype differs from w1's");
+  }
+  for (uint64_t e = 0; e < v.E; ++e) {
+    v.gate.push_back(View{*b.w1, e * v.I * v.H, v.I, v.H, v.H});
+    v.up.push_back(View{*b.w3, e * v.I * v.H, v.I, v.H, v.H});
+    v.down.push_back(View{*b.w2, e * v.H * v.I, v.H, v.I, v.I});
+  }
+  return v;
+}
+
+OutputTensor Plain(std::string name, DType dtype, std::vector<int64_t> shape,
+                   std::vector<Piece> pieces) {
+  OutputTensor out;
+  out.spec = TensorSpec{std::move(name), dtype, std::move(shape)};
+  out.source_dtype = dtype;
+  out.pieces = std::move(pieces);
+  return out;
+}
+
+// Column `h` of a non-transposed [rows, cols] view: `rows` elements.
+Piece Column(const View& v, uint64_t h) {
+  return Piece{.source = v.source, .src_offset = v.offset + h, .rows = v.rows, .cols = 1,
+               .src_row_stride = v.stride};
+}
+
+void EmitBlock(const FormatSpec& spec, const FamilyRules& f, const Block& b,
+               const ExpertViews& v, std::vector<OutputTensor>& out) {
+  const int64_t E = v.E, I = v.I, H = v.H;
+  if (spec.target == TargetFormat::kHf) {
+    for (uint64_t e = 0; e < v.E; ++e) {
+      out.push_back(Plain(PerExpertName(f, b.prefix, e, Role::kGate), v.dtype, {I, H},
+                          {v.gate[e].AsPiece()}));
+      out.push_back(Plain(PerExpertName(f, b.prefix, e, Role::kUp), v.dtype, {I, H},
+                          {v.up[e].AsPiece()}));
+      out.push_back(Plain(PerExpertName(f, b.prefix, e, Role::kDown), v.dtype, {H, I},
+                          {v.down[e].AsPiece()}));
+    }
+    return;
+  }
+  std::vector<Piece> gu, dn;
+  if (!f.fused_transposed) {
+    for (uint64_t e = 0; e < v.E; ++e) {
+      gu.push_back(v.gate[e].AsPiece());
+      gu.push_back(v.up[e].AsPiece());
+      dn.push_back(v.down[e].AsPiece());
+    }
+    out.push_back(Plain(b.prefix + ".gate_up_proj", v.dtype, {E, 2 * I, H}, std::move(gu)));
+    out.push_back(Plain(b.prefix + ".down_proj", v.dtype, {E, H, I}, std::move(dn)));
+    return;
+  }
+  // Llama-4 [E, H, 2I]: row h of expert e is column h of gate_e, then of up_e.
+  for (uint64_t e = 0; e < v.E; ++e) {
+    for (uint64_t h = 0; h < v.H; ++h) {
+      gu.push_back(Column(v.gate[e], h));
+      gu.push_back(Column(v.up[e], h));
+    }
+    // [I, H] block = transpose of down_e [H, I].
+    View d = v.down[e];
+    d.transpose = true;
+    dn.push_back(Piece{.source = d.source, .src_offset = d.offset, .rows = d.rows,
+                       .cols = d.cols, .src_row_stride = d.stride, .transpose = true});
+  }
+  out.push_back(Plain(b.prefix + ".gate_up_proj", v.dtype, {E, H, 2 * I}, std::move(gu)));
+  out.push_back(Plain(b.prefix + ".down_proj", v.dtype, {E, I, H}, std::move(dn)));
+}
+
+bool Fp8Skips(const FamilyRules& f, const OutputTensor& t) {
+  const std::string& n = t.spec.name;
+  if (t.spec.shape.size() < 2 || !IsQuantizableFloat(t.spec.dtype)) return true;
+  if (absl::EndsWith(n, ".bias")) return true;
+  for (const std::string& s : f.fp8_skip) {
+    if (absl::StrContains(n, s)) return true;
+  }
+  const bool fused = absl::StrContains(n, ".experts.") &&
+                     (absl::EndsWith(n, ".gate_up_proj") || absl::EndsWith(n, ".down_proj"));
+  if (t.spec.shape.size() == 3) return !fused;
+  return !absl::EndsWith(n, ".weight");
+}
+
+// Replaces `t` by its FP8 weight and appends its scales.
+void Quantize(const FamilyRules& f, const Fp8Options& opt, OutputTensor t,
+              std::vector<OutputTensor>& out) {
+  const auto& s = t.spec.shape;
+  uint64_t batch = 1, rows = s[0], cols = s[1];
+  std::vector<int64_t> scale_shape;
+  auto blocks = [](uint64_t n) { return static_cast<int64_t>((n + kFp8Block - 1) / kFp8Block); };
+  if (s.size() == 3) {
+    const bool gate_up = absl::EndsWith(t.spec.name, ".gate_up_proj") && !f.fused_transposed;
+    batch = gate_up ? 2 * s[0] : s[0];
+    rows = gate_up ? s[1] / 2 : s[1];
+    cols = s[2];
+    scale_shape = {s[0], (gate_up ? 2 : 1) * blocks(rows), blocks(cols)};
+  } else {
+    scale_shape = {blocks(rows), blocks(cols)};
+  }
+  OutputTensor w = t;
+  w.spec.dtype = DType::kF8E4M3;
+  w.quant = QuantKind::kFp8Weight;
+  w.q_batch = batch;
+  w.q_rows = rows;
+  w.q_cols = cols;
+  w.fp8 = opt;
+  OutputTensor sc = w;
+  sc.spec.name = absl::EndsWith(t.spec.name, ".weight")
+                     ? absl::StrCat(t.spec.name, "_scale_inv")
+                     : absl::StrCat(t.spec.name, "_scale_inv");
+  sc.spec.dtype = DType::kF32;
+  sc.spec.shape = scale_shape;
+  sc.quant = QuantKind::kFp8Scale;
+  out.push_back(std::move(w));
+  out.push_back(std::move(sc));
+}
+
+}  // namespace
+
+absl::StatusOr<const FamilyRules*> ResolveFamily(const FormatSpec& spec,
+                                                 const std::string& config_json,
+                                                 std::span<const TensorSpec> sources) {
+  if (!spec.family.empty()) return FindFamily(spec.family);
+  if (!config_json.empty()) {
+    nlohmann::json c = nlohmann::json::parse(config_json, nullptr, false);
+    if (!c.is_discarded() && c.is_object() && c.contains("model_type") &&
+        c["model_type"].is_string()) {
+      return FindFamily(c["model_type"].get<std::string>());
+    }
+  }
+  for (const TensorSpec& s : sources) {
+    if (absl::StrContains(s.name, ".experts.")) {
+      return Bad(s.name, "looks like a mixture-of-experts weight but the family is unknown: set "
+                         "format.family or register the model's config.json");
+    }
+  }
+  return FindFamily("dense");
+}
+
+absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
+                                                       const FamilyRules& f,
+                                                       std::span<const TensorSpec> sources) {
+  std::map<std::string, Block> blocks;
+  std::vector<std::optional<std::string>> block_of(sources.size());
+  absl::flat_hash_set<std::string> names;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const TensorSpec& s = sources[i];
+    if (!names.insert(s.name).second) return Bad(s.name, "registered twice");
+    std::optional<Parsed> p = ParseExpertName(f, s.name);
+    if (!p) {
+      if (f.moe && absl::StrContains(s.name, absl::StrCat(".", f.block, ".experts."))) {
+        return Bad(s.name, absl::StrCat("not a ", f.model_type, " expert tensor name"));
+      }
+      continue;
+    }
+    if (p->layout != spec.source) {
+      return Bad(s.name, absl::StrCat("is in the ", LayoutName(p->layout),
+                                      " layout but source_layout is ", LayoutName(spec.source)));
+    }
+    auto [it, fresh] = blocks.try_emplace(p->prefix);
+    Block& b = it->second;
+    if (fresh) {
+      b.prefix = p->prefix;
+      b.first_source = i;
+    }
+    block_of[i] = p->prefix;
+    const uint32_t idx = static_cast<uint32_t>(i);
+    switch (p->layout) {
+      case SourceLayout::kPerExpert:
+        b.per_expert[p->expert][static_cast<int>(p->role)] = idx;
+        break;
+      case SourceLayout::kFused:
+        (p->role == Role::kGate ? b.gate_up : b.down) = idx;
+        break;
+      case SourceLayout::kStacked:
+        (p->role == Role::kGate ? b.w1 : p->role == Role::kUp ? b.w3 : b.w2) = idx;
+        break;
+    }
+  }
+  std::vector<OutputTensor> plain;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    if (!block_of[i]) {
+      plain.push_back(CopyOf(sources[i], static_cast<uint32_t>(i)));
+      continue;
+    }
+    const Block& b = blocks.at(*block_of[i]);
+    if (b.first_source != i) continue;
+    ASSIGN_OR_RETURN(ExpertViews v, ViewsOf(f, b, sources));
+    const bool same = (spec.source == SourceLayout::kPerExpert && spec.target == TargetFormat::kHf) ||
+                      (spec.source == SourceLayout::kFused && spec.target == TargetFormat::kHfFused);
+    if (same) {
+      // Already in the target layout: the block's tensors go out as they are.
+      for (size_t k = i; k < sources.size(); ++k) {
+        if (block_of[k] == b.prefix) plain.push_back(CopyOf(sources[k], static_cast<uint32_t>(k)));
+      }
+    } else {
+      EmitBlock(spec, f, b, v, plain);
+    }
+  }
+  if (spec.quant == QuantMethod::kNone) return plain;
+  std::vector<OutputTensor> out;
+  for (OutputTensor& t : plain) {
+    if (Fp8Skips(f, t)) {
+      out.push_back(std::move(t));
+    } else {
+      Quantize(f, spec.fp8, std::move(t), out);
+    }
+  }
+  for (const OutputTensor& t : out) RETURN_IF_ERROR(ValidateOutputTensor(t, sources));
+  return out;
+}
+
+absl::StatusOr<std::string> RewriteConfig(const FormatSpec& spec, const std::string& config_json,
+                                          std::span<const OutputTensor> outputs) {
+  if (config_json.empty() || spec.quant == QuantMethod::kNone) return config_json;
+  nlohmann::ordered_json c = nlohmann::ordered_json::parse(config_json, nullptr, false);
+  if (c.is_discarded() || !c.is_object()) {
+    return absl::InvalidArgumentError("config.json is not a JSON object");
+  }
+  std::vector<std::string> skipped;
+  for (const OutputTensor& t : outputs) {
+    if (t.quant == QuantKind::kNone && t.spec.shape.size() >= 2 &&
+        absl::EndsWith(t.spec.name, ".weight")) {
+      skipped.push_back(t.spec.name.substr(0, t.spec.name.size() - 7));
+    }
+  }
+  nlohmann::ordered_json q;
+  q["quant_method"] = "fp8";
+  q["fmt"] = "e4m3";
+  q["activation_scheme"] = "dynamic";
+  q["weight_block_size"] = {kFp8Block, kFp8Block};
+  q["modules_to_not_convert"] = skipped;
+  q["ignored_layers"] = skipped;
+  if (spec.fp8.power_of_two) q["scale_fmt"] = "ue8m0";
+  c["quantization_config"] = q;
+  return c.dump(2);
+}
+
+}  // namespace weightcast

@@ -1,0 +1,125 @@
+#include "kernels/fp8_reference.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace weightcast {
+
+uint8_t EncodeE4M3(float x) {
+  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
+  if (std::isnan(x)) return sign | 0x7F;
+  float a = std::fabs(x);
+  a = std::min(a, kE4M3Max);  // saturate (+inf included)
+  if (a < 0x1p-6f) {
+    // Subnormal: multiples of 2^-9. a * 2^9 is exact; nearbyint rounds to
+    // nearest, ties to even (default rounding mode). 8 is the smallest normal.
+    return sign | static_cast<uint8_t>(std::nearbyint(a * 0x1p9f));
+  }
+  int k = 0;
+  std::frexp(a, &k);  // a = f * 2^k, f in [0.5, 1)
+  int e = k - 1;      // a in [2^e, 2^(e+1))
+  int m = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - e)));  // in [8, 16]
+  if (m == 16) {
+    ++e;
+    m = 8;
+  }
+  return sign | static_cast<uint8_t>(((e + 7) << 3) | (m - 8));
+}
+
+float DecodeE4M3(uint8_t code) {
+  const float sign = (code & 0x80) ? -1.0f : 1.0f;
+  const int exp = (code >> 3) & 0xF;
+  const int mant = code & 0x7;
+  if (exp == 0xF && mant == 0x7) return std::copysign(NAN, sign);
+  if (exp == 0) return sign * std::ldexp(static_cast<float>(mant), -9);
+  return sign * std::ldexp(static_cast<float>(8 + mant), exp - 10);
+}
+
+float Fp8BlockScale(float amax, const Fp8Options& o) {
+  if (std::isnan(amax)) amax = 0.0f;  // amax ignores NaNs; an all-NaN block
+  float scale = o.rule == Fp8ScaleRule::kAmaxClamp ? std::max(amax, 1e-4f) / kE4M3Max
+                                                   : std::max(amax / kE4M3Max, 1e-12f);
+  if (std::isinf(scale)) scale = std::numeric_limits<float>::max() / kE4M3Max;
+  if (o.power_of_two) {
+    int k = 0;
+    const float f = std::frexp(scale, &k);  // scale = f * 2^k
+    scale = f == 0.5f ? scale : std::ldexp(1.0f, k);
+  }
+  return scale;
+}
+
+float Bf16ToFloat(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+float F16ToFloat(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F;
+  const uint32_t mant = h & 0x3FF;
+  float f;
+  if (exp == 0) {
+    f = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+    return sign ? -f : f;
+  }
+  uint32_t u;
+  if (exp == 0x1F) {
+    u = sign | 0x7F800000u | (mant << 13);  // inf / NaN
+  } else {
+    u = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+float LoadAsFloat(DType dtype, const std::byte* base, uint64_t i) {
+  switch (dtype) {
+    case DType::kBF16: {
+      uint16_t b;
+      std::memcpy(&b, base + 2 * i, 2);
+      return Bf16ToFloat(b);
+    }
+    case DType::kF16: {
+      uint16_t b;
+      std::memcpy(&b, base + 2 * i, 2);
+      return F16ToFloat(b);
+    }
+    case DType::kF32: {
+      float f;
+      std::memcpy(&f, base + 4 * i, 4);
+      return f;
+    }
+    default:
+      return NAN;
+  }
+}
+
+void QuantizeRows(const float* values, uint64_t row_begin, uint64_t row_end, uint64_t cols,
+                  const Fp8Options& options, uint8_t* q, float* scales) {
+  const uint64_t col_blocks = (cols + kFp8Block - 1) / kFp8Block;
+  for (uint64_t band = row_begin; band < row_end; band += kFp8Block) {
+    const uint64_t band_end = std::min<uint64_t>(band + kFp8Block, row_end);
+    const uint64_t band_index = (band - row_begin) / kFp8Block;
+    for (uint64_t cb = 0; cb < col_blocks; ++cb) {
+      const uint64_t c0 = cb * kFp8Block, c1 = std::min<uint64_t>(c0 + kFp8Block, cols);
+      float amax = 0.0f;
+      for (uint64_t r = band; r < band_end; ++r) {
+        const float* row = values + (r - row_begin) * cols;
+        for (uint64_t c = c0; c < c1; ++c) amax = std::fmax(amax, std::fabs(row[c]));
+      }
+      const float scale = Fp8BlockScale(amax, options);
+      if (scales != nullptr) scales[band_index * col_blocks + cb] = scale;
+      if (q == nullptr) continue;
+      for (uint64_t r = band; r < band_end; ++r) {
+        const float* row = values + (r - row_begin) * cols;
+        uint8_t* out = q + (r - row_begin) * cols;
+        for (uint64_t c = c0; c < c1; ++c) out[c] = EncodeE4M3(row[c] / scale);
+      }
+    }
+  }
+}
+
+}  // namespace weightcast

@@ -1,0 +1,231 @@
+#include "transport/rendezvous.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/grpc_status.h"
+
+namespace weightcast {
+namespace {
+
+// One server-side Wait never blocks longer than this; clients loop.
+constexpr absl::Duration kMaxServerWait = absl::Seconds(10);
+// Client-side slices, so Cancel() is honoured promptly.
+constexpr absl::Duration kClientSlice = absl::Seconds(1);
+
+}  // namespace
+
+absl::Status RendezvousStore::Set(const std::string& key, std::string value) {
+  if (key.empty() || key.size() > kMaxRendezvousKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("rendezvous key of ", key.size(), " bytes"));
+  }
+  if (value.size() > kMaxRendezvousValueBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rendezvous value for '", key, "' of ", value.size(), " bytes"));
+  }
+  absl::MutexLock lock(&mu_);
+  if (!kv_.contains(key) && kv_.size() >= kMaxRendezvousKeys) {
+    return absl::ResourceExhaustedError("rendezvous store is full");
+  }
+  kv_[key] = std::move(value);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RendezvousStore::Get(const std::string& key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = kv_.find(key);
+  if (it == kv_.end()) return absl::NotFoundError(absl::StrCat("rendezvous key '", key, "'"));
+  return it->second;
+}
+
+absl::Status RendezvousStore::Wait(const std::vector<std::string>& keys,
+                                   absl::Time deadline) const {
+  absl::MutexLock lock(&mu_);
+  auto ready = [&] {
+    if (shutdown_) return true;
+    for (const auto& k : keys) {
+      if (!kv_.contains(k)) return false;
+    }
+    return true;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (shutdown_) return absl::CancelledError("rendezvous is shutting down");
+  std::vector<std::string> missing;
+  for (const auto& k : keys) {
+    if (!kv_.contains(k)) missing.push_back(k);
+  }
+  if (missing.empty()) return absl::OkStatus();
+  return absl::DeadlineExceededError(
+      absl::StrCat("rendezvous: still missing ", absl::StrJoin(missing, ", ")));
+}
+
+void RendezvousStore::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+}
+
+grpc::Status RendezvousService::CheckToken(grpc::ServerContext* ctx) const {
+  if (token_.empty()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find(kTokenMetadataKey);
+  if (it == md.end() || std::string(it->second.data(), it->second.size()) != token_) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "rendezvous: missing or wrong group token");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status RendezvousService::Set(grpc::ServerContext* ctx, const v1::SetRequest* req,
+                                    v1::SetResponse*) {
+  if (grpc::Status s = CheckToken(ctx); !s.ok()) return s;
+  return ToGrpcStatus(store_->Set(req->key(), req->value()));
+}
+
+grpc::Status RendezvousService::Get(grpc::ServerContext* ctx, const v1::GetRequest* req,
+                                    v1::GetResponse* resp) {
+  if (grpc::Status s = CheckToken(ctx); !s.ok()) return s;
+  absl::StatusOr<std::string> v = store_->Get(req->key());
+  if (!v.ok()) return ToGrpcStatus(v.status());
+  resp->set_value(*std::move(v));
+  return grpc::Status::OK;
+}
+
+grpc::Status RendezvousService::Wait(grpc::ServerContext* ctx, const v1::WaitRequest* req,
+                                     v1::WaitResponse*) {
+  if (grpc::Status s = CheckToken(ctx); !s.ok()) return s;
+  absl::Time deadline = absl::Now() + std::min(absl::Milliseconds(req->timeout_ms()),
+                                               kMaxServerWait);
+  deadline = std::min(deadline, absl::FromChrono(ctx->deadline()));
+  std::vector<std::string> keys(req->keys().begin(), req->keys().end());
+  return ToGrpcStatus(store_->Wait(keys, deadline));
+}
+
+absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(
+    const std::string& host, uint32_t port, const std::string& token) {
+  std::unique_ptr<RendezvousServer> s(new RendezvousServer());
+  s->service_ = std::make_unique<RendezvousService>(&s->store_, token);
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  const std::string address = absl::StrCat(host, ":", port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound);
+  builder.RegisterService(s->service_.get());
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || bound == 0) {
+    return absl::UnavailableError(absl::StrCat("rendezvous: cannot listen on ", address));
+  }
+  s->port_ = static_cast<uint32_t>(bound);
+  return s;
+}
+
+RendezvousServer::~RendezvousServer() { Shutdown(); }
+
+void RendezvousServer::Shutdown() {
+  store_.Shutdown();
+  if (server_ != nullptr) {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    server_->Wait();
+    server_.reset();
+  }
+}
+
+RendezvousClient::RendezvousClient(const std::string& address, std::string token)
+    : address_(address), token_(std::move(token)) {
+  grpc::ChannelArguments args;
+  // Reconnect quickly when sender 0 comes up after us.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(static_cast<int>(kMaxRendezvousValueBytes + 4096));
+  channel_ = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  stub_ = v1::Rendezvous::NewStub(channel_);
+}
+
+RendezvousClient::~RendezvousClient() = default;
+
+void RendezvousClient::Cancel() { cancelled_ = true; }
+
+absl::Time RendezvousClient::Bound(absl::Time deadline) const {
+  return std::min(deadline, absl::Now() + kDefaultCallTimeout);
+}
+
+namespace {
+
+absl::Status Named(const std::string& address, const grpc::Status& s) {
+  absl::Status a = FromGrpcStatus(s);
+  if (a.ok()) return a;
+  return absl::Status(a.code(), absl::StrCat("rendezvous ", address, ": ", a.message()));
+}
+
+}  // namespace
+
+absl::Status RendezvousClient::Set(const std::string& key, const std::string& value,
+                                   absl::Time deadline) {
+  deadline = Bound(deadline);
+  v1::SetRequest req;
+  req.set_key(key);
+  req.set_value(value);
+  while (true) {
+    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
+    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
+    v1::SetResponse resp;
+    grpc::Status s = stub_->Set(&ctx, req, &resp);
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) continue;
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
+    }
+    return Named(address_, s);
+  }
+}
+
+absl::StatusOr<std::string> RendezvousClient::Get(const std::string& key, absl::Time deadline) {
+  deadline = Bound(deadline);
+  v1::GetRequest req;
+  req.set_key(key);
+  while (true) {
+    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
+    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
+    v1::GetResponse resp;
+    grpc::Status s = stub_->Get(&ctx, req, &resp);
+    if (s.ok()) return resp.value();
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) continue;
+    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
+    }
+    return Named(address_, s);
+  }
+}
+
+absl::Status RendezvousClient::Wait(const std::vector<std::string>& keys, absl::Time deadline) {
+  v1::WaitRequest req;
+  for (const auto& k : keys) req.add_keys(k);
+  while (true) {
+    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    const absl::Time slice_end = std::min(deadline, absl::Now() + kClientSlice);
+    req.set_timeout_ms(static_cast<uint64_t>(
+        std::max<int64_t>(0, absl::ToInt64Milliseconds(slice_end - absl::Now()))));
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);
+    // A little slack so the server's own deadline answers first.
+    ctx.set_deadline(absl::ToChronoTime(slice_end + absl::Milliseconds(500)));
+    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
+    v1::WaitResponse resp;
+    grpc::Status s = stub_->Wait(&ctx, req, &resp);
+    if (s.ok()) return absl::OkStatus();
+    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) return Named(address_, s);
+    if (absl::Now() >= deadline) {
+      // The server names the missing keys when it answered; otherwise it
+      // never answered.
+      if (s.error_message().find("missing") != std::string::npos) return Named(address_, s);
+      return absl::DeadlineExceededError(
+          absl::StrCat("rendezvous ", address_, ": no answer before the deadline"));
+    }
+  }
+}
+
+}  // namespace weightcast
