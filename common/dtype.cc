@@ -13,7 +13,7 @@ struct DTypeInfo {
   size_t size;
 };
 
-constexpr std::array<DTypeInfo, 12> kTable = {{
+constexpr std::array<DTypeInfo, 15> kTable = {{
     {DType::kBool, "BOOL", 1},
     {DType::kU8, "U8", 1},
     {DType::kI8, "I8", 1},
@@ -26,6 +26,9 @@ constexpr std::array<DTypeInfo, 12> kTable = {{
     {DType::kF64, "F64", 8},
     {DType::kF8E4M3, "F8_E4M3", 1},
     {DType::kF8E5M2, "F8_E5M2", 1},
+    {DType::kU16, "U16", 2},
+    {DType::kU32, "U32", 4},
+    {DType::kU64, "U64", 8},
 }};
 
 const DTypeInfo* Find(DType dtype) {

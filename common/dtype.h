@@ -28,6 +28,9 @@ enum class DType : uint8_t {
   kF64 = 10,
   kF8E4M3 = 11,  // float8_e4m3fn
   kF8E5M2 = 12,
+  kU16 = 13,
+  kU32 = 14,
+  kU64 = 15,
 };
 
 // Size of one element in bytes.
