@@ -67,9 +67,12 @@ absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size
     }
     transport_.reset();
   }
+  if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted"));
   generation_ = generation;
-  absl::StatusOr<std::unique_ptr<Transport>> t = factory_(generation, rank_, world_size, deadline);
+  absl::StatusOr<std::unique_ptr<Transport>> t =
+      factory_(generation, rank_, world_size, deadline, cancelled_);
   if (!t.ok()) {
+    if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted while joining"));
     MarkBroken(t.status());
     return absl::Status(t.status().code(),
                         absl::StrCat("rank ", rank_, " joining generation ", generation, ": ",
@@ -95,6 +98,7 @@ void GroupMember::MarkBroken(const absl::Status& why) {
 }
 
 void GroupMember::AbortTransport() {
+  cancelled_ = true;
   std::shared_ptr<Transport> t;
   {
     std::lock_guard<std::mutex> lock(mu_);

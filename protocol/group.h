@@ -16,6 +16,7 @@
 #define WEIGHTCAST_PROTOCOL_GROUP_H_
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -64,9 +65,11 @@ std::string ErrorKey(uint64_t seq, int rank);
 std::string GenerationPrefix(uint64_t generation);
 inline constexpr char kSeqKey[] = "seq";
 
-// Makes the transport of one generation for this rank.
+// Makes the transport of one generation for this rank. It must give up
+// (CANCELLED) soon after `cancelled` becomes true.
 using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<Transport>>(
-    uint64_t generation, int rank, int world_size, absl::Time deadline)>;
+    uint64_t generation, int rank, int world_size, absl::Time deadline,
+    const std::atomic<bool>& cancelled)>;
 
 // One rank's membership: its transport for the current generation.
 // Not thread-safe except AbortTransport(), which any thread may call.
@@ -82,7 +85,8 @@ class GroupMember {
   // Records that the current generation is broken ("broken/<gen>") with the
   // reason, and drops the transport.
   void MarkBroken(const absl::Status& why);
-  // Aborts the transport in use (thread-safe). The owner then calls MarkBroken.
+  // Aborts the transport in use, and a Join in progress (thread-safe); every
+  // later Join fails. The owner then calls MarkBroken.
   void AbortTransport();
 
   // True when a transport exists and is healthy.
@@ -97,6 +101,7 @@ class GroupMember {
   int rank_;
   uint64_t generation_ = 0;
   std::shared_ptr<Transport> transport_;
+  std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;  // guards transport_ against AbortTransport
 };
 

@@ -76,7 +76,7 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
   MapStore store;
   std::vector<uint64_t> connected;
   GroupMember coordinator(&store,
-                          [&](uint64_t gen, int rank, int world, absl::Time)
+                          [&](uint64_t gen, int rank, int world, absl::Time, const std::atomic<bool>&)
                               -> absl::StatusOr<std::unique_ptr<Transport>> {
                             connected.push_back(gen);
                             return std::make_unique<FakeTransport>(rank, world);
@@ -111,7 +111,7 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
 TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
   MapStore store;
   GroupMember coordinator(&store,
-                          [](uint64_t, int rank, int world, absl::Time)
+                          [](uint64_t, int rank, int world, absl::Time, const std::atomic<bool>&)
                               -> absl::StatusOr<std::unique_ptr<Transport>> {
                             return std::make_unique<FakeTransport>(rank, world);
                           },
@@ -142,7 +142,8 @@ TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
 TEST(GroupTest, JoinFailureMarksTheGenerationBroken) {
   MapStore store;
   GroupMember m(&store,
-                [](uint64_t, int, int, absl::Time) -> absl::StatusOr<std::unique_ptr<Transport>> {
+                [](uint64_t, int, int, absl::Time,
+                   const std::atomic<bool>&) -> absl::StatusOr<std::unique_ptr<Transport>> {
                   return absl::DeadlineExceededError("rank 3 never came");
                 },
                 2);

@@ -7,9 +7,9 @@ namespace weightcast {
 TransportFactory MakeGlooTransportFactory(const std::string& address, const std::string& token,
                                           const std::string& bind_host) {
   return [address, token, bind_host](uint64_t generation, int rank, int world_size,
-                                     absl::Time deadline)
+                                     absl::Time deadline, const std::atomic<bool>& cancelled)
              -> absl::StatusOr<std::unique_ptr<Transport>> {
-    RendezvousClient client(address, token);
+    RendezvousClient client(address, token, &cancelled);
     GlooOptions o{.rendezvous = &client,
                   .key_prefix = GenerationPrefix(generation),
                   .rank = rank,

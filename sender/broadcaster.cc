@@ -254,6 +254,7 @@ BroadcasterStatus Broadcaster::GetStatus() const {
 void Broadcaster::Teardown() {
   initialized_ = false;
   if (member_) member_->AbortTransport();
+  if (store_) store_->Cancel();  // a sender waiting for an announcement
   if (server_) server_->Shutdown();
   server_.reset();
   // The store and member stay alive until a running update lets go of them.

@@ -27,6 +27,7 @@
 namespace weightcast {
 
 class RendezvousServer;
+class RendezvousKeyValueStore;
 
 
 inline constexpr uint64_t kDefaultBucketBytes = uint64_t{64} << 20;
@@ -107,7 +108,7 @@ class Broadcaster {
   FormatSpec format_ ABSL_GUARDED_BY(mu_);
   TensorRegistry registry_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<RendezvousServer> server_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<KeyValueStore> store_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<RendezvousKeyValueStore> store_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<GroupMember> member_ ABSL_GUARDED_BY(mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   BroadcasterStatus stats_ ABSL_GUARDED_BY(mu_);

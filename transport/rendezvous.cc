@@ -129,8 +129,9 @@ void RendezvousServer::Shutdown() {
   }
 }
 
-RendezvousClient::RendezvousClient(const std::string& address, std::string token)
-    : address_(address), token_(std::move(token)) {
+RendezvousClient::RendezvousClient(const std::string& address, std::string token,
+                                   const std::atomic<bool>* cancelled)
+    : address_(address), token_(std::move(token)), external_(cancelled) {
   grpc::ChannelArguments args;
   // Reconnect quickly when sender 0 comes up after us.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -165,7 +166,7 @@ absl::Status RendezvousClient::Set(const std::string& key, const std::string& va
   req.set_key(key);
   req.set_value(value);
   while (true) {
-    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
     grpc::ClientContext ctx;
     ctx.set_wait_for_ready(true);
     ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
@@ -185,7 +186,7 @@ absl::StatusOr<std::string> RendezvousClient::Get(const std::string& key, absl::
   v1::GetRequest req;
   req.set_key(key);
   while (true) {
-    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
     grpc::ClientContext ctx;
     ctx.set_wait_for_ready(true);
     ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
@@ -205,7 +206,7 @@ absl::Status RendezvousClient::Wait(const std::vector<std::string>& keys, absl::
   v1::WaitRequest req;
   for (const auto& k : keys) req.add_keys(k);
   while (true) {
-    if (cancelled_) return absl::CancelledError("rendezvous client cancelled");
+    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
     const absl::Time slice_end = std::min(deadline, absl::Now() + kClientSlice);
     req.set_timeout_ms(static_cast<uint64_t>(
         std::max<int64_t>(0, absl::ToInt64Milliseconds(slice_end - absl::Now()))));

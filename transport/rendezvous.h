@@ -11,6 +11,7 @@
 #ifndef WEIGHTCAST_TRANSPORT_RENDEZVOUS_H_
 #define WEIGHTCAST_TRANSPORT_RENDEZVOUS_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -91,7 +92,10 @@ class RendezvousServer {
 
 class RendezvousClient {
  public:
-  RendezvousClient(const std::string& address, std::string token);
+  // `cancelled`, if given, works like Cancel() when it becomes true (so an
+  // owner can cancel clients it does not hold); it must outlive the client.
+  RendezvousClient(const std::string& address, std::string token,
+                   const std::atomic<bool>* cancelled = nullptr);
   ~RendezvousClient();
 
   // Every call is bounded: `deadline` where given, else kDefaultCallTimeout.
@@ -117,7 +121,9 @@ class RendezvousClient {
   std::string token_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Rendezvous::Stub> stub_;
+  bool Cancelled() const { return cancelled_ || (external_ != nullptr && *external_); }
   std::atomic<bool> cancelled_{false};
+  const std::atomic<bool>* external_ = nullptr;
 };
 
 }  // namespace weightcast

@@ -1,0 +1,231 @@
+// The Broadcaster core driven directly (no gRPC), with an in-process
+// Receiver and a CallbackSink on the other side of a real gloo group.
+#include "sender/broadcaster.h"
+
+#include <fstream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/fp8_reference.h"
+#include "protocol/rendezvous_store.h"
+#include "receiver/callback_sink.h"
+#include "receiver/receiver.h"
+
+namespace weightcast {
+namespace {
+
+std::string TmpDir() {
+  const char* t = std::getenv("TEST_TMPDIR");
+  return t ? t : "/tmp";
+}
+
+// A trainer's shared-memory file: tensors back to back, random bf16 bits.
+struct ShmFile {
+  std::string path;
+  std::vector<TensorRegistration> regs;
+  std::map<std::string, std::vector<uint16_t>> values;
+
+  ShmFile(const std::string& name, const std::vector<std::pair<std::string, std::vector<int64_t>>>& t,
+          uint64_t seed) {
+    path = TmpDir() + "/" + name;
+    std::ofstream out(path, std::ios::binary);
+    std::mt19937 rng(seed);
+    uint64_t offset = 0;
+    for (const auto& [n, shape] : t) {
+      TensorSpec spec{n, DType::kBF16, shape};
+      std::vector<uint16_t> v(spec.NumElements());
+      // Finite bf16 values in [-2, 2).
+      for (auto& x : v) x = static_cast<uint16_t>(0x3C00 + (rng() % 0x0400)) | (rng() % 2 ? 0x8000 : 0);
+      out.write(reinterpret_cast<const char*>(v.data()), spec.ByteSize());
+      regs.push_back({spec, ShmLocation{path, offset}});
+      offset += spec.ByteSize();
+      values[n] = std::move(v);
+    }
+  }
+};
+
+struct Collected {
+  std::map<std::string, std::pair<TensorSpec, std::vector<std::byte>>> tensors;
+  int begins = 0, commits = 0, aborts = 0;
+};
+
+TensorCallbacks Collect(Collected* c) {
+  TensorCallbacks cb;
+  cb.begin = [c](uint64_t, const GlobalManifest&) {
+    ++c->begins;
+    c->tensors.clear();
+    return absl::OkStatus();
+  };
+  cb.tensor = [c](const ReceivedTensor& t) {
+    c->tensors[t.spec->name] = {*t.spec, std::vector<std::byte>(t.data, t.data + t.bytes)};
+    return absl::OkStatus();
+  };
+  cb.commit = [c](uint64_t v) -> absl::StatusOr<std::string> {
+    ++c->commits;
+    return absl::StrCat("v", v);
+  };
+  cb.abort = [c](uint64_t) { ++c->aborts; };
+  return cb;
+}
+
+class BroadcasterTest : public ::testing::Test {
+ protected:
+  BroadcasterConfig Config() {
+    BroadcasterConfig c;
+    c.host = "127.0.0.1";
+    c.port = 0;
+    c.num_senders = 1;
+    c.inference_world_size = 1;
+    c.timeout_s = 10;
+    c.bucket_bytes = 64 << 10;
+    c.token = "t";
+    c.format.family = "qwen3_moe";
+    return c;
+  }
+  // Runs one update on `b` while a receiver (rank 1) takes it into `c`.
+  absl::Status UpdateWithReceiver(Broadcaster& b, uint64_t v, Collected* c,
+                                  std::vector<UpdateEvent>* events) {
+    const std::string address = absl::StrCat("127.0.0.1:", b.rendezvous_port());
+    RendezvousKeyValueStore store(address, "t");
+    auto r = Receiver::Create({.rank = 1, .op_timeout = absl::Seconds(10)}, &store,
+                              MakeGlooTransportFactory(address, "t", "127.0.0.1"));
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::thread recv([&] {
+      CallbackSink sink(Collect(c));
+      auto res = (*r)->ReceiveNext(sink, absl::Seconds(10));
+      ASSERT_TRUE(res.ok()) << res.status();
+      ASSERT_TRUE(res->has_value());
+    });
+    absl::Status s = b.Update(v, [&](const UpdateEvent& e) { events->push_back(e); });
+    recv.join();
+    return s;
+  }
+};
+
+TEST_F(BroadcasterTest, UpdatesArriveWholeAndEventsComeInOrder) {
+  ShmFile f("a.bin", {{"model.embed_tokens.weight", {100, 72}},
+                      {"model.layers.0.mlp.experts.0.gate_proj.weight", {40, 72}},
+                      {"model.layers.0.mlp.experts.0.up_proj.weight", {40, 72}},
+                      {"model.layers.0.mlp.experts.0.down_proj.weight", {72, 40}},
+                      {"lm_head.weight", {1000, 72}}},
+            1);
+  Broadcaster b;
+  ASSERT_TRUE(b.Init(Config()).ok());
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  Collected c;
+  std::vector<UpdateEvent> events;
+  ASSERT_TRUE(UpdateWithReceiver(b, 1, &c, &events).ok());
+  ASSERT_EQ(c.tensors.size(), 5u);
+  for (const auto& [name, v] : f.values) {
+    const auto& got = c.tensors.at(name).second;
+    ASSERT_EQ(got.size(), v.size() * 2) << name;
+    EXPECT_EQ(std::memcmp(got.data(), v.data(), got.size()), 0) << name;
+  }
+  EXPECT_EQ(c.begins, 1);
+  EXPECT_EQ(c.commits, 1);
+  ASSERT_GE(events.size(), 4u);
+  EXPECT_TRUE(std::holds_alternative<PlannedEvent>(events.front()));
+  EXPECT_TRUE(std::holds_alternative<CommittedEvent>(events.back()));
+  int buckets = 0, released_at = -1;
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (std::holds_alternative<BucketSentEvent>(events[i])) ++buckets;
+    if (std::holds_alternative<SourceReleasedEvent>(events[i])) released_at = buckets;
+  }
+  // lm_head alone is 144 KB > 64 KiB: split over buckets.
+  EXPECT_EQ(buckets, static_cast<int>(std::get<PlannedEvent>(events.front()).num_buckets));
+  EXPECT_GE(buckets, 3);
+  // Released before the last bucket went out (it was packed ahead).
+  EXPECT_EQ(released_at, buckets - 1);
+  EXPECT_EQ(b.GetStatus().last_committed_version, 1u);
+  // Versions must increase.
+  EXPECT_EQ(b.Update(1, [](const UpdateEvent&) {}).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(BroadcasterTest, Fp8UpdateMatchesTheCpuReference) {
+  ShmFile f("q.bin", {{"model.layers.0.self_attn.q_proj.weight", {200, 136}},
+                      {"model.layers.0.input_layernorm.weight", {136}}},
+            2);
+  Broadcaster b;
+  BroadcasterConfig cfg = Config();
+  cfg.format.quant_method = "fp8-block";
+  ASSERT_TRUE(b.Init(cfg).ok());
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  Collected c;
+  std::vector<UpdateEvent> events;
+  ASSERT_TRUE(UpdateWithReceiver(b, 1, &c, &events).ok());
+  const std::string w = "model.layers.0.self_attn.q_proj.weight";
+  ASSERT_TRUE(c.tensors.count(w) && c.tensors.count(w + "_scale_inv"));
+  EXPECT_EQ(c.tensors[w].first.dtype, DType::kF8E4M3);
+  EXPECT_EQ(c.tensors[w + "_scale_inv"].first.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(c.tensors["model.layers.0.input_layernorm.weight"].first.dtype, DType::kBF16);
+  std::vector<float> vals;
+  for (uint16_t x : f.values[w]) vals.push_back(Bf16ToFloat(x));
+  std::vector<uint8_t> q(vals.size());
+  std::vector<float> scales(4);
+  QuantizeRows(vals.data(), 0, 200, 136, Fp8Options{}, q.data(), scales.data());
+  EXPECT_EQ(std::memcmp(c.tensors[w].second.data(), q.data(), q.size()), 0);
+  EXPECT_EQ(std::memcmp(c.tensors[w + "_scale_inv"].second.data(), scales.data(), 16), 0);
+}
+
+TEST_F(BroadcasterTest, InitIsIdempotentValidatesAndAbortAllowsReinit) {
+  Broadcaster b;
+  BroadcasterConfig cfg = Config();
+  ASSERT_TRUE(b.Init(cfg).ok());
+  EXPECT_TRUE(b.Init(cfg).ok());
+  BroadcasterConfig other = cfg;
+  other.bucket_bytes = 1 << 20;
+  EXPECT_EQ(b.Init(other).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(b.Abort());
+  EXPECT_TRUE(b.Init(other).ok());
+  Broadcaster fresh;
+  BroadcasterConfig bad = cfg;
+  bad.format.source_layout = "zigzag";
+  auto r = fresh.Init(bad);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("source_layout"), std::string::npos);
+  EXPECT_EQ(fresh.GetStatus().state, "uninitialized");
+}
+
+TEST_F(BroadcasterTest, AbortEndsAnUpdateWaitingForAbsentReceiversPromptly) {
+  ShmFile f("x.bin", {{"w", {8, 8}}}, 3);
+  Broadcaster b;
+  BroadcasterConfig cfg = Config();
+  cfg.timeout_s = 60;
+  cfg.format.family = "dense";
+  ASSERT_TRUE(b.Init(cfg).ok());
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  const absl::Time t0 = absl::Now();
+  std::thread aborter([&] {
+    absl::SleepFor(absl::Milliseconds(500));
+    EXPECT_TRUE(b.Abort());
+  });
+  absl::Status s = b.Update(1, [](const UpdateEvent&) {});
+  aborter.join();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(10));
+  BroadcasterStatus st = b.GetStatus();
+  EXPECT_EQ(st.state, "uninitialized");
+  EXPECT_EQ(st.updates_failed, 1u);
+  EXPECT_EQ(st.registered_tensors, 1u);  // kept across Abort
+  EXPECT_TRUE(b.Init(cfg).ok());
+}
+
+TEST_F(BroadcasterTest, RegistrationIsAllOrNothing) {
+  ShmFile f("r.bin", {{"a", {4}}, {"b", {4}}}, 4);
+  Broadcaster b;
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  auto bad = f.regs;
+  bad.push_back({TensorSpec{"c", DType::kBF16, {1 << 20}}, ShmLocation{f.path, 0}});
+  absl::Status s = b.Register(bad, "", true);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'c'"), std::string::npos);
+  EXPECT_EQ(b.RegisteredCount().first, 2u);
+  EXPECT_EQ(b.Register({}, "", false, "[1]").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b.Register({}, TmpDir() + "/no-such-dir", false).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace weightcast
