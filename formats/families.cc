@@ -20,23 +20,20 @@ std::vector<std::string> With(std::vector<std::string> extra) {
 
 const std::vector<FamilyRules>& Table() {
   static const std::vector<FamilyRules> table = {
-      {"qwen2_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"qwen3_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"deepseek_v2", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"deepseek_v3", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"kimi_k2", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"glm4_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, With({})},
-      {"mixtral", true, "block_sparse_moe", "w1", "w3", "w2", false,
-       With({"block_sparse_moe.gate.weight"})},
-      {"llama4", true, "feed_forward", "gate_proj", "up_proj", "down_proj", true,
-       With({"feed_forward.router"})},
-      {"llama4_text", true, "feed_forward", "gate_proj", "up_proj", "down_proj", true,
-       With({"feed_forward.router"})},
-      {"dense", false, "", "", "", "", false, With({})},
-      {"llama", false, "", "", "", "", false, With({})},
-      {"mistral", false, "", "", "", "", false, With({})},
-      {"qwen2", false, "", "", "", "", false, With({})},
-      {"qwen3", false, "", "", "", "", false, With({})},
+      {"qwen2_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"qwen3_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"deepseek_v2", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"deepseek_v3", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"kimi_k2", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"glm4_moe", true, "mlp", "gate_proj", "up_proj", "down_proj", false, "", false, With({})},
+      {"mixtral", true, "block_sparse_moe", "w1", "w3", "w2", false, "mlp", false, With({"block_sparse_moe.gate.weight"})},
+      {"llama4", true, "feed_forward", "gate_proj", "up_proj", "down_proj", true, "", true, With({"feed_forward.router"})},
+      {"llama4_text", true, "feed_forward", "gate_proj", "up_proj", "down_proj", true, "", true, With({"feed_forward.router"})},
+      {"dense", false, "", "", "", "", false, "", false, With({})},
+      {"llama", false, "", "", "", "", false, "", false, With({})},
+      {"mistral", false, "", "", "", "", false, "", false, With({})},
+      {"qwen2", false, "", "", "", "", false, "", false, With({})},
+      {"qwen3", false, "", "", "", "", false, "", false, With({})},
   };
   return table;
 }

@@ -24,6 +24,13 @@ struct FamilyRules {
   // Llama-4: fused gate_up_proj is [E, H, 2I] and down_proj [E, I, H]
   // (transposed); everyone else [E, 2I, H] and [E, H, I].
   bool fused_transposed = false;
+  // The block's name in transformers 5's in-memory (fused) layout when it
+  // differs from the checkpoint's: Mixtral is "mlp" in memory and
+  // "block_sparse_moe" on disk (its router moves with it). Empty: same.
+  std::string fused_block;
+  // The family's checkpoints keep experts fused (Llama-4): target "hf" is
+  // then the fused layout.
+  bool hf_is_fused = false;
   // Substrings of tensor names that block FP8 never quantizes, besides
   // 1-D tensors and biases (common to all families).
   std::vector<std::string> fp8_skip;

@@ -47,41 +47,68 @@ struct Parsed {
 };
 
 // Recognizes routed-expert tensor names of `f`, anchored on
-// ".<block>.experts." so that shared experts never match.
+// ".<block>.experts." so that shared experts never match. Fused and stacked
+// names may use the in-memory block name (f.fused_block); the prefix returned
+// is always the checkpoint's ("<layer>.<block>.experts").
 std::optional<Parsed> ParseExpertName(const FamilyRules& f, const std::string& name) {
   if (!f.moe) return std::nullopt;
-  const std::string anchor = absl::StrCat(".", f.block, ".experts.");
-  size_t at = name.rfind(anchor);
-  if (at == std::string::npos) {
-    const std::string head = absl::StrCat(f.block, ".experts.");
-    if (!absl::StartsWith(name, head)) return std::nullopt;
-    at = 0;
-  } else {
-    at += 1;
+  std::vector<std::string> blocks = {f.block};
+  if (!f.fused_block.empty()) blocks.push_back(f.fused_block);
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const std::string& block = blocks[bi];
+    const std::string anchor = absl::StrCat(".", block, ".experts.");
+    size_t at = name.rfind(anchor);
+    if (at == std::string::npos) {
+      if (!absl::StartsWith(name, absl::StrCat(block, ".experts."))) continue;
+      at = 0;
+    } else {
+      at += 1;
+    }
+    const std::string layer = name.substr(0, at);  // "model.layers.3." or ""
+    const std::string rest = name.substr(at + block.size() + 9);
+    const std::string prefix = absl::StrCat(layer, f.block, ".experts");
+    const bool in_memory_name = bi == 1;
+    if (rest == "gate_up_proj") return Parsed{prefix, SourceLayout::kFused, Role::kGate};
+    if (rest == "down_proj") return Parsed{prefix, SourceLayout::kFused, Role::kDown};
+    if (rest == "w1") return Parsed{prefix, SourceLayout::kStacked, Role::kGate};
+    if (rest == "w3") return Parsed{prefix, SourceLayout::kStacked, Role::kUp};
+    if (rest == "w2") return Parsed{prefix, SourceLayout::kStacked, Role::kDown};
+    if (in_memory_name) continue;  // per-expert keys use the checkpoint's names
+    const size_t dot = rest.find('.');
+    uint64_t e = 0;
+    if (dot == std::string::npos || !absl::SimpleAtoi(rest.substr(0, dot), &e)) continue;
+    const std::string proj = rest.substr(dot + 1);
+    Role role;
+    if (proj == f.gate + ".weight") {
+      role = Role::kGate;
+    } else if (proj == f.up + ".weight") {
+      role = Role::kUp;
+    } else if (proj == f.down + ".weight") {
+      role = Role::kDown;
+    } else {
+      continue;
+    }
+    return Parsed{prefix, SourceLayout::kPerExpert, role, e};
   }
-  const std::string prefix = name.substr(0, at + f.block.size() + 8);  // ..."experts"
-  const std::string rest = name.substr(prefix.size() + 1);
-  Parsed p{.prefix = prefix};
-  if (rest == "gate_up_proj") return Parsed{prefix, SourceLayout::kFused, Role::kGate};
-  if (rest == "down_proj") return Parsed{prefix, SourceLayout::kFused, Role::kDown};
-  if (rest == "w1") return Parsed{prefix, SourceLayout::kStacked, Role::kGate};
-  if (rest == "w3") return Parsed{prefix, SourceLayout::kStacked, Role::kUp};
-  if (rest == "w2") return Parsed{prefix, SourceLayout::kStacked, Role::kDown};
-  const size_t dot = rest.find('.');
-  uint64_t e = 0;
-  if (dot == std::string::npos || !absl::SimpleAtoi(rest.substr(0, dot), &e)) return std::nullopt;
-  const std::string proj = rest.substr(dot + 1);
-  Role role;
-  if (proj == f.gate + ".weight") {
-    role = Role::kGate;
-  } else if (proj == f.up + ".weight") {
-    role = Role::kUp;
-  } else if (proj == f.down + ".weight") {
-    role = Role::kDown;
-  } else {
-    return std::nullopt;
-  }
-  return Parsed{prefix, SourceLayout::kPerExpert, role, e};
+  return std::nullopt;
+}
+
+// "<layer>.<block>.experts" in the fused (in-memory) naming.
+std::string FusedPrefix(const FamilyRules& f, const std::string& prefix) {
+  if (f.fused_block.empty()) return prefix;
+  const size_t at = prefix.rfind(f.block + ".experts");
+  return absl::StrCat(prefix.substr(0, at), f.fused_block, ".experts");
+}
+
+// The router (and anything else of the block) moves with the block's name
+// between the in-memory and checkpoint namings (Mixtral).
+std::string RenameBlock(const FamilyRules& f, const std::string& name, bool to_checkpoint) {
+  if (f.fused_block.empty()) return name;
+  const std::string from = absl::StrCat(".", to_checkpoint ? f.fused_block : f.block, ".gate.");
+  const std::string to = absl::StrCat(".", to_checkpoint ? f.block : f.fused_block, ".gate.");
+  const size_t at = name.rfind(from);
+  if (at == std::string::npos) return name;
+  return absl::StrCat(name.substr(0, at), to, name.substr(at + from.size()));
 }
 
 const char* LayoutName(SourceLayout l) {
@@ -227,10 +254,10 @@ Piece Column(const View& v, uint64_t h) {
                .src_row_stride = v.stride};
 }
 
-void EmitBlock(const FormatSpec& spec, const FamilyRules& f, const Block& b,
+void EmitBlock(TargetFormat target, const FamilyRules& f, const Block& b,
                const ExpertViews& v, std::vector<OutputTensor>& out) {
   const int64_t E = v.E, I = v.I, H = v.H;
-  if (spec.target == TargetFormat::kHf) {
+  if (target == TargetFormat::kHf) {
     for (uint64_t e = 0; e < v.E; ++e) {
       out.push_back(Plain(PerExpertName(f, b.prefix, e, Role::kGate), v.dtype, {I, H},
                           {v.gate[e].AsPiece()}));
@@ -248,8 +275,9 @@ void EmitBlock(const FormatSpec& spec, const FamilyRules& f, const Block& b,
       gu.push_back(v.up[e].AsPiece());
       dn.push_back(v.down[e].AsPiece());
     }
-    out.push_back(Plain(b.prefix + ".gate_up_proj", v.dtype, {E, 2 * I, H}, std::move(gu)));
-    out.push_back(Plain(b.prefix + ".down_proj", v.dtype, {E, H, I}, std::move(dn)));
+    const std::string p = FusedPrefix(f, b.prefix);
+    out.push_back(Plain(p + ".gate_up_proj", v.dtype, {E, 2 * I, H}, std::move(gu)));
+    out.push_back(Plain(p + ".down_proj", v.dtype, {E, H, I}, std::move(dn)));
     return;
   }
   // Llama-4 [E, H, 2I]: row h of expert e is column h of gate_e, then of up_e.
@@ -377,24 +405,31 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
         break;
     }
   }
+  // Llama-4's checkpoints keep experts fused: "hf" is its fused layout.
+  const TargetFormat target =
+      f.hf_is_fused && spec.target == TargetFormat::kHf ? TargetFormat::kHfFused : spec.target;
+  const bool same = (spec.source == SourceLayout::kPerExpert && target == TargetFormat::kHf) ||
+                    (spec.source == SourceLayout::kFused && target == TargetFormat::kHfFused);
   std::vector<OutputTensor> plain;
   for (size_t i = 0; i < sources.size(); ++i) {
     if (!block_of[i]) {
       plain.push_back(CopyOf(sources[i], static_cast<uint32_t>(i)));
+      if (!same) {
+        plain.back().spec.name =
+            RenameBlock(f, sources[i].name, /*to_checkpoint=*/target == TargetFormat::kHf);
+      }
       continue;
     }
     const Block& b = blocks.at(*block_of[i]);
     if (b.first_source != i) continue;
     ASSIGN_OR_RETURN(ExpertViews v, ViewsOf(f, b, sources));
-    const bool same = (spec.source == SourceLayout::kPerExpert && spec.target == TargetFormat::kHf) ||
-                      (spec.source == SourceLayout::kFused && spec.target == TargetFormat::kHfFused);
     if (same) {
       // Already in the target layout: the block's tensors go out as they are.
       for (size_t k = i; k < sources.size(); ++k) {
         if (block_of[k] == b.prefix) plain.push_back(CopyOf(sources[k], static_cast<uint32_t>(k)));
       }
     } else {
-      EmitBlock(spec, f, b, v, plain);
+      EmitBlock(target, f, b, v, plain);
     }
   }
   if (spec.quant == QuantMethod::kNone) return plain;

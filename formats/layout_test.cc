@@ -143,39 +143,74 @@ TEST(LayoutTest, StackedW1W2W3Expand) {
   EXPECT_EQ(packed["model.layers.3.block_sparse_moe.experts.0.w2.weight"].size(), H * I * 4u);
 }
 
-TEST(LayoutTest, Llama4TransposedFusedLayout) {
+TEST(LayoutTest, Llama4KeepsItsTransposedFusedLayout) {
+  // Llama-4 checkpoints keep experts fused as [E, H, 2I] / [E, I, H]:
+  // "hf" is that layout, so a fused trainer's tensors go out unchanged...
   const Model fused = Fused("language_model.model.layers.1.feed_forward", true);
-  auto outs = BuildOutputs(Spec(SourceLayout::kFused, TargetFormat::kHf), Family("llama4"),
-                           fused.specs);
-  ASSERT_TRUE(outs.ok()) << outs.status();
-  auto packed = PackAll(*outs, fused);
   const std::string p = "language_model.model.layers.1.feed_forward.experts.";
-  const auto& gu = fused.Of(p + "gate_up_proj");  // [E, H, 2I]
-  const auto& dn = fused.Of(p + "down_proj");     // [E, I, H]
+  auto same = BuildOutputs(Spec(SourceLayout::kFused, TargetFormat::kHf), Family("llama4"),
+                           fused.specs);
+  ASSERT_TRUE(same.ok()) << same.status();
+  auto packed_same = PackAll(*same, fused);
+  EXPECT_EQ(Floats(packed_same[p + "gate_up_proj"]), fused.Of(p + "gate_up_proj"));
+  // ...and per-expert tensors are fused into it: row h of expert e is
+  // column h of gate_e then column h of up_e; down is transposed.
+  Model per;
   for (int e = 0; e < E; ++e) {
-    auto gate = Floats(packed[p + std::to_string(e) + ".gate_proj.weight"]);  // [I, H]
-    auto up = Floats(packed[p + std::to_string(e) + ".up_proj.weight"]);
-    auto down = Floats(packed[p + std::to_string(e) + ".down_proj.weight"]);  // [H, I]
+    per.Add(p + std::to_string(e) + ".gate_proj.weight", {I, H});
+    per.Add(p + std::to_string(e) + ".up_proj.weight", {I, H});
+    per.Add(p + std::to_string(e) + ".down_proj.weight", {H, I});
+  }
+  auto outs = BuildOutputs(Spec(SourceLayout::kPerExpert, TargetFormat::kHf), Family("llama4"),
+                           per.specs);
+  ASSERT_TRUE(outs.ok()) << outs.status();
+  ASSERT_EQ(outs->size(), 2u);
+  EXPECT_EQ((*outs)[0].spec.shape, (std::vector<int64_t>{E, H, 2 * I}));
+  EXPECT_EQ((*outs)[1].spec.shape, (std::vector<int64_t>{E, I, H}));
+  auto packed = PackAll(*outs, per);
+  auto gu = Floats(packed[p + "gate_up_proj"]);
+  auto dn = Floats(packed[p + "down_proj"]);
+  for (int e = 0; e < E; ++e) {
+    const auto& gate = per.Of(p + std::to_string(e) + ".gate_proj.weight");
+    const auto& up = per.Of(p + std::to_string(e) + ".up_proj.weight");
+    const auto& down = per.Of(p + std::to_string(e) + ".down_proj.weight");
     for (int i = 0; i < I; ++i) {
       for (int h = 0; h < H; ++h) {
-        EXPECT_EQ(gate[i * H + h], gu[(e * H + h) * 2 * I + i]);      // first half of last dim
-        EXPECT_EQ(up[i * H + h], gu[(e * H + h) * 2 * I + I + i]);
-        EXPECT_EQ(down[h * I + i], dn[(e * I + i) * H + h]);
+        EXPECT_EQ(gu[(e * H + h) * 2 * I + i], gate[i * H + h]);
+        EXPECT_EQ(gu[(e * H + h) * 2 * I + I + i], up[i * H + h]);
+        EXPECT_EQ(dn[(e * I + i) * H + h], down[h * I + i]);
       }
     }
   }
-  // And per-expert back to Llama-4's fused layout.
+}
+
+TEST(LayoutTest, MixtralRenamesItsBlockBetweenMemoryAndCheckpoint) {
+  // transformers 5 holds Mixtral's experts under "mlp"; checkpoints use
+  // "block_sparse_moe" with w1/w3/w2, and the router moves with them.
+  Model m;
+  m.Add("model.layers.0.mlp.gate.weight", {E, H});
+  m.Add("model.layers.0.mlp.experts.gate_up_proj", {E, 2 * I, H});
+  m.Add("model.layers.0.mlp.experts.down_proj", {E, H, I});
+  auto outs = BuildOutputs(Spec(SourceLayout::kFused, TargetFormat::kHf), Family("mixtral"),
+                           m.specs);
+  ASSERT_TRUE(outs.ok()) << outs.status();
+  std::vector<std::string> names;
+  for (const auto& o : *outs) names.push_back(o.spec.name);
+  EXPECT_EQ(names.front(), "model.layers.0.block_sparse_moe.gate.weight");
+  EXPECT_EQ(names[1], "model.layers.0.block_sparse_moe.experts.0.w1.weight");
+  EXPECT_EQ(names[2], "model.layers.0.block_sparse_moe.experts.0.w3.weight");
+  EXPECT_EQ(names[3], "model.layers.0.block_sparse_moe.experts.0.w2.weight");
+  // And back to the in-memory naming.
   Model per;
-  for (const OutputTensor& o : *outs) {
-    per.specs.push_back(TensorSpec{o.spec.name, DType::kF32, o.spec.shape});
-    per.data.push_back(Floats(packed[o.spec.name]));
-  }
+  for (const OutputTensor& o : *outs) per.Add(o.spec.name, o.spec.shape);
   auto back = BuildOutputs(Spec(SourceLayout::kPerExpert, TargetFormat::kHfFused),
-                           Family("llama4"), per.specs);
+                           Family("mixtral"), per.specs);
   ASSERT_TRUE(back.ok()) << back.status();
-  auto fused_again = PackAll(*back, per);
-  EXPECT_EQ(Floats(fused_again[p + "gate_up_proj"]), gu);
-  EXPECT_EQ(Floats(fused_again[p + "down_proj"]), dn);
+  std::vector<std::string> back_names;
+  for (const auto& o : *back) back_names.push_back(o.spec.name);
+  EXPECT_EQ(back_names, (std::vector<std::string>{"model.layers.0.mlp.gate.weight",
+                                                  "model.layers.0.mlp.experts.gate_up_proj",
+                                                  "model.layers.0.mlp.experts.down_proj"}));
 }
 
 // DeepSeek-V3 names: MLA projections, shared experts (which must never be
