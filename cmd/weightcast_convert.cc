@@ -1,0 +1,84 @@
+// weightcast-convert: runs a checkpoint directory through the same layout
+// rules, FP8 quantizer and checkpoint writer an update uses, without a
+// network: for converting offline, and for validating the formats against
+// transformers (tests/golden/validate.py).
+//
+//   weightcast-convert --in STATE_DICT_DIR --out ROOT --version 1 \
+//       --source-layout fused [--quantization fp8-block]
+// writes ROOT/step_1. Exit codes: 0 ok, 1 conversion failed, 2 bad usage.
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include <CLI/CLI.hpp>
+
+#include "common/checkpoint.h"
+#include "common/safetensors.h"
+#include "kernels/pack_reference.h"
+#include "sender/wire_tensors.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"weightcast-convert: convert a checkpoint with weightcast's format rules"};
+  std::string in, out, config_path;
+  uint64_t version = 1, shard_bytes = uint64_t{4} << 30;
+  weightcast::FormatOptionsText f;
+  app.add_option("--in", in, "safetensors checkpoint directory")->required();
+  app.add_option("--out", out, "output root (ROOT/step_<version>)")->required();
+  app.add_option("--version", version)->capture_default_str();
+  app.add_option("--config", config_path, "config.json to use (default: the one in --in)");
+  app.add_option("--family", f.family);
+  app.add_option("--source-layout", f.source_layout, "per-expert | fused | stacked");
+  app.add_option("--target", f.target, "hf | hf-fused");
+  app.add_option("--quantization", f.quant_method, "none | fp8-block");
+  app.add_option("--scale-rule", f.scale_rule, "amax-clamp | scale-clamp");
+  app.add_flag("--pow2-scales", f.power_of_two_scales);
+  app.add_option("--shard-bytes", shard_bytes)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  auto fail = [](const absl::Status& s) {
+    std::fprintf(stderr, "weightcast-convert: %s\n", s.ToString().c_str());
+    return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  };
+  auto spec = weightcast::ParseFormatOptions(f);
+  if (!spec.ok()) return fail(spec.status());
+  auto dir = weightcast::CheckpointDir::Open(in);
+  if (!dir.ok()) return fail(dir.status());
+  std::map<std::string, weightcast::SafetensorsFile> files;
+  std::vector<weightcast::TensorSpec> specs;
+  std::vector<weightcast::HostSource> sources;
+  for (const auto& t : dir->tensors()) {
+    if (!files.count(t.path)) {
+      auto file = weightcast::SafetensorsFile::Open(t.path);
+      if (!file.ok()) return fail(file.status());
+      files.emplace(t.path, *std::move(file));
+    }
+    specs.push_back(t.spec);
+    sources.push_back({t.spec, files.at(t.path).file()->data() + t.file_offset});
+  }
+  std::string config = dir->config_json();
+  if (!config_path.empty()) {
+    std::ifstream cfg(config_path);
+    if (!cfg) return fail(absl::InvalidArgumentError("--config: cannot read " + config_path));
+    config.assign(std::istreambuf_iterator<char>(cfg), {});
+  }
+  auto wire = weightcast::BuildWireTensors(*spec, specs, config);
+  if (!wire.ok()) return fail(wire.status());
+  std::vector<weightcast::TensorSpec> out_specs;
+  for (const auto& o : wire->outputs) out_specs.push_back(o.spec);
+  auto writer = weightcast::CheckpointWriter::Begin(out, version, out_specs, wire->config_json,
+                                                    shard_bytes);
+  if (!writer.ok()) return fail(writer.status());
+  std::vector<std::byte> buffer;
+  for (size_t i = 0; i < wire->outputs.size(); ++i) {
+    const auto& o = wire->outputs[i];
+    buffer.resize(o.spec.ByteSize());
+    if (auto s = weightcast::PackOutputRange(o, sources, 0, buffer.size(), buffer.data()); !s.ok()) {
+      return fail(s);
+    }
+    if (auto s = (*writer)->Write(i, 0, buffer.data(), buffer.size()); !s.ok()) return fail(s);
+  }
+  auto path = (*writer)->Commit();
+  if (!path.ok()) return fail(path.status());
+  std::printf("%s: %zu tensors\n", path->c_str(), wire->outputs.size());
+  return 0;
+}
