@@ -305,6 +305,11 @@ bool Fp8Skips(const FamilyRules& f, const OutputTensor& t) {
   }
   const bool fused = absl::StrContains(n, ".experts.") &&
                      (absl::EndsWith(n, ".gate_up_proj") || absl::EndsWith(n, ".down_proj"));
+  // Llama-4's transposed fused experts stay in bf16: transformers' FP8 path
+  // read our block scales for them differently (logits off by 0.1 where
+  // every other family is within 1e-3, tests/golden/VALIDATION.md), so
+  // until that layout is pinned down they are not quantized at all.
+  if (fused && f.fused_transposed) return true;
   if (t.spec.shape.size() == 3) return !fused;
   return !absl::EndsWith(n, ".weight");
 }
@@ -477,8 +482,14 @@ absl::StatusOr<std::string> SetQuantizationModules(const std::string& config_jso
   }
   std::vector<std::string> skipped;
   for (const TensorSpec& t : tensors) {
-    if (t.dtype != DType::kF8E4M3 && t.shape.size() >= 2 && absl::EndsWith(t.name, ".weight")) {
+    if (t.dtype == DType::kF8E4M3 || t.shape.size() < 2) continue;
+    if (absl::EndsWith(t.name, ".weight")) {
       skipped.push_back(t.name.substr(0, t.name.size() - 7));
+    } else if (absl::EndsWith(t.name, ".experts.gate_up_proj") ||
+               absl::EndsWith(t.name, ".experts.down_proj")) {
+      // Fused experts left in bf16: the experts module is not converted.
+      const std::string module = t.name.substr(0, t.name.rfind('.'));
+      if (skipped.empty() || skipped.back() != module) skipped.push_back(module);
     }
   }
   c["quantization_config"]["modules_to_not_convert"] = skipped;
