@@ -114,3 +114,26 @@ def test_unreachable_daemon_exit_code(tmp_path):
                         f"unix:{tmp_path}/nobody.sock", "--rpc-timeout", "2", "status"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 3
+
+
+def test_daemon_listens_only_on_loopback_unless_asked(tmp_path):
+    import os
+    import subprocess
+
+    from weightcast_testing.cluster import default_bin_dir
+
+    d = os.path.join(default_bin_dir(), "weightcastd")
+    p = subprocess.run([d, "--listen", "0.0.0.0:0"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--allow-remote" in (p.stdout + p.stderr)
+
+
+def test_health_service_answers_serving(make_cluster):
+    import grpc
+    from grpc_health.v1 import health_pb2 as health
+    from grpc_health.v1 import health_pb2_grpc as health_grpc
+
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    with grpc.insecure_channel(c.sock(0)) as ch:
+        resp = health_grpc.HealthStub(ch).Check(health.HealthCheckRequest(service=""), timeout=5)
+    assert resp.status == health.HealthCheckResponse.SERVING
