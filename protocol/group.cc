@@ -148,7 +148,10 @@ absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight
         if (a.ok()) last_gen = std::max(last_gen, a->generation);
       }
     }
-    generation = last_gen + 1;
+    // A coordinator that restarted has a fresh store: start above any
+    // generation a surviving rank may still hold (time-based, monotonic
+    // across restarts), so a stale communicator is never taken for current.
+    generation = std::max<uint64_t>(last_gen + 1, absl::ToUnixMillis(absl::Now()));
   }
   Announcement a{.seq = seq + 1,
                  .generation = generation,

@@ -54,6 +54,10 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
       return std::optional<ReceiveResult>(*std::move(r));
     }
     if (!absl::IsDeadlineExceeded(a.status())) return a.status();
+    // A coordinator that restarted numbers its announcements from 1 again:
+    // follow it rather than wait for a sequence number it will reach late.
+    absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
+    if (last.ok() && *last < seq_) seq_ = *last > 0 ? *last - 1 : 0;
     if (absl::Now() >= deadline) return std::optional<ReceiveResult>();
   }
 }

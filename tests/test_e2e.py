@@ -103,3 +103,32 @@ def test_receiver_killed_mid_update_fails_in_time_then_rejoins(make_cluster):
     for rank in (2, 3):
         c.verify(rank, 3)
     assert json.loads(c.ctl(0, "status", "--json").out)["updates_failed"] == 1
+
+
+def test_sender_daemon_restart_is_followed_by_running_receivers(make_cluster):
+    """The coordinator (sender 0, which also serves the rendezvous) dies and
+    is restarted by its supervisor; the receivers keep running and take the
+    next version from the new incarnation."""
+    import signal
+    import subprocess
+
+    c = make_cluster(num_senders=1, num_receivers=2)
+    c.parts = c.model.split(1)
+    c.start()
+    c.register()
+    for v in (1, 2, 3):
+        c.write_version(v)
+        assert all(r.rc == 0 for r in c.update(v))
+    c.daemons[0].send_signal(signal.SIGKILL)
+    c.daemons[0].wait()
+    c.daemons.clear()
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    c.shm.clear()
+    c.register()
+    c.write_version(4)
+    res = c.update(4)
+    assert res[0].rc == 0, res[0].out + res[0].err
+    for rank in (1, 2):
+        c.verify(rank, 4)
+        c.verify(rank, 3)
