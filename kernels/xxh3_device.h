@@ -22,9 +22,11 @@
 #if defined(__CUDACC__)
 #define WC_HOST_DEVICE __host__ __device__
 #define WC_FORCE_INLINE __forceinline__
+#define WC_UNROLL _Pragma("unroll")
 #else
 #define WC_HOST_DEVICE
 #define WC_FORCE_INLINE inline __attribute__((always_inline))
+#define WC_UNROLL _Pragma("GCC unroll 8")
 #endif
 
 namespace weightcast::xxh3 {
@@ -80,7 +82,7 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint64_t Swap64(uint64_t x) {
 WC_HOST_DEVICE WC_FORCE_INLINE uint64_t Read64(const uint8_t* p) {
   if ((reinterpret_cast<uintptr_t>(p) & 7) == 0) return *reinterpret_cast<const uint64_t*>(p);
   uint64_t v = 0;
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
   return v;
 }
@@ -88,7 +90,7 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint64_t Read64(const uint8_t* p) {
 WC_HOST_DEVICE WC_FORCE_INLINE uint32_t Read32(const uint8_t* p) {
   if ((reinterpret_cast<uintptr_t>(p) & 3) == 0) return *reinterpret_cast<const uint32_t*>(p);
   uint32_t v = 0;
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
   return v;
 }
@@ -135,7 +137,7 @@ struct Secret {
 };
 
 WC_HOST_DEVICE WC_FORCE_INLINE void InitSecret(uint64_t seed, Secret* s) {
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < kSecretSize / 16; ++i) {
     s->words[2 * i] = DefaultSecretWord(2 * i) + seed;
     s->words[2 * i + 1] = DefaultSecretWord(2 * i + 1) - seed;
@@ -205,7 +207,7 @@ WC_HOST_DEVICE inline uint64_t HashShort(const uint8_t* in, size_t len, const ui
 
 WC_HOST_DEVICE WC_FORCE_INLINE void Accumulate512(uint64_t* acc, const uint8_t* in,
                                                   const uint8_t* secret) {
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < 8; ++i) {
     const uint64_t data_val = Read64(in + 8 * i);
     const uint64_t data_key = data_val ^ Read64(secret + 8 * i);
@@ -215,7 +217,7 @@ WC_HOST_DEVICE WC_FORCE_INLINE void Accumulate512(uint64_t* acc, const uint8_t* 
 }
 
 WC_HOST_DEVICE WC_FORCE_INLINE void ScrambleAcc(uint64_t* acc, const uint8_t* secret) {
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < 8; ++i) {
     uint64_t a = acc[i];
     a ^= a >> 47;
@@ -244,7 +246,7 @@ WC_HOST_DEVICE inline uint64_t HashLong(const uint8_t* in, size_t len, const uin
   Accumulate512(acc, in + len - kStripeLen, secret + kSecretSize - kStripeLen - kSecretLastAccStart);
   uint64_t result = len * kPrime64_1;
   const uint8_t* ms = secret + kSecretMergeAccsStart;
-#pragma unroll
+WC_UNROLL
   for (int i = 0; i < 4; ++i) {
     result += Mul128Fold64(acc[2 * i] ^ Read64(ms + 16 * i), acc[2 * i + 1] ^ Read64(ms + 16 * i + 8));
   }
