@@ -80,7 +80,13 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint64_t Swap64(uint64_t x) {
 
 // Little-endian loads from any alignment (both targets are little-endian).
 WC_HOST_DEVICE WC_FORCE_INLINE uint64_t Read64(const uint8_t* p) {
+#if !defined(__CUDA_ARCH__)
+  uint64_t h;
+  __builtin_memcpy(&h, p, 8);  // host: no aliasing questions, one load
+  return h;
+#else
   if ((reinterpret_cast<uintptr_t>(p) & 7) == 0) return *reinterpret_cast<const uint64_t*>(p);
+#endif
   uint64_t v = 0;
 WC_UNROLL
   for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
@@ -88,7 +94,13 @@ WC_UNROLL
 }
 
 WC_HOST_DEVICE WC_FORCE_INLINE uint32_t Read32(const uint8_t* p) {
+#if !defined(__CUDA_ARCH__)
+  uint32_t h;
+  __builtin_memcpy(&h, p, 4);
+  return h;
+#else
   if ((reinterpret_cast<uintptr_t>(p) & 3) == 0) return *reinterpret_cast<const uint32_t*>(p);
+#endif
   uint32_t v = 0;
 WC_UNROLL
   for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
