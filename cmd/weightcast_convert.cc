@@ -15,6 +15,8 @@
 #include "common/checkpoint.h"
 #include "common/safetensors.h"
 #include "kernels/pack_reference.h"
+#include "formats/layout.h"
+#include "formats/vllm_layout.h"
 #include "sender/wire_tensors.h"
 
 int main(int argc, char** argv) {
@@ -33,6 +35,10 @@ int main(int argc, char** argv) {
   app.add_option("--scale-rule", f.scale_rule, "amax-clamp | scale-clamp");
   app.add_flag("--pow2-scales", f.power_of_two_scales);
   app.add_option("--shard-bytes", shard_bytes)->capture_default_str();
+  std::vector<int> vllm_rank;
+  app.add_option("--vllm-rank", vllm_rank,
+                 "write the vLLM FusedMoE layout of TP_RANK TP_SIZE EP_RANK EP_SIZE instead")
+      ->expected(4);
   CLI11_PARSE(app, argc, argv);
 
   auto fail = [](const absl::Status& s) {
@@ -63,14 +69,39 @@ int main(int argc, char** argv) {
   }
   auto wire = weightcast::BuildWireTensors(*spec, specs, config);
   if (!wire.ok()) return fail(wire.status());
+  std::vector<weightcast::OutputTensor> outputs = std::move(wire->outputs);
+  // The receiver-side vLLM layout reads the wire tensors: materialize them.
+  std::vector<std::vector<std::byte>> wire_bytes;
+  if (!vllm_rank.empty()) {
+    std::vector<weightcast::TensorSpec> wire_specs;
+    std::vector<weightcast::HostSource> wire_sources;
+    for (const auto& o : outputs) {
+      wire_bytes.emplace_back(o.spec.ByteSize());
+      if (auto s = weightcast::PackOutputRange(o, sources, 0, wire_bytes.back().size(),
+                                               wire_bytes.back().data());
+          !s.ok()) {
+        return fail(s);
+      }
+      wire_specs.push_back(o.spec);
+      wire_sources.push_back({o.spec, wire_bytes.back().data()});
+    }
+    weightcast::FormatSpec fs = *spec;
+    auto family = weightcast::ResolveFamily(fs, config, specs);
+    if (!family.ok()) return fail(family.status());
+    auto v = weightcast::BuildVllmOutputs(
+        **family, wire_specs, {vllm_rank[0], vllm_rank[1], vllm_rank[2], vllm_rank[3]});
+    if (!v.ok()) return fail(v.status());
+    outputs = *std::move(v);
+    sources = std::move(wire_sources);
+  }
   std::vector<weightcast::TensorSpec> out_specs;
-  for (const auto& o : wire->outputs) out_specs.push_back(o.spec);
+  for (const auto& o : outputs) out_specs.push_back(o.spec);
   auto writer = weightcast::CheckpointWriter::Begin(out, version, out_specs, wire->config_json,
                                                     shard_bytes);
   if (!writer.ok()) return fail(writer.status());
   std::vector<std::byte> buffer;
-  for (size_t i = 0; i < wire->outputs.size(); ++i) {
-    const auto& o = wire->outputs[i];
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& o = outputs[i];
     buffer.resize(o.spec.ByteSize());
     if (auto s = weightcast::PackOutputRange(o, sources, 0, buffer.size(), buffer.data()); !s.ok()) {
       return fail(s);
@@ -79,6 +110,6 @@ int main(int argc, char** argv) {
   }
   auto path = (*writer)->Commit();
   if (!path.ok()) return fail(path.status());
-  std::printf("%s: %zu tensors\n", path->c_str(), wire->outputs.size());
+  std::printf("%s: %zu tensors\n", path->c_str(), outputs.size());
   return 0;
 }

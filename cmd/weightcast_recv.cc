@@ -20,6 +20,7 @@
 #include "protocol/rendezvous_store.h"
 #include "receiver/checkpoint_sink.h"
 #include "receiver/receiver.h"
+#include "receiver/transforming_sink.h"
 
 namespace {
 
@@ -32,6 +33,8 @@ int main(int argc, char** argv) {
   std::string rendezvous, token, out, bind_host = "127.0.0.1";
   int rank_offset = -1, num_ranks = 1, corrupt_bucket = -1, exit_after_bucket = -1;
   uint64_t fault_version = 0;
+  std::string layout = "hf", family;
+  weightcast::VllmRank vllm;
   uint64_t max_updates = 0, shard_bytes = uint64_t{4} << 30;
   double timeout_s = 120, idle_timeout_s = 0;
   app.add_option("--rendezvous", rendezvous, "HOST:PORT of sender 0's rendezvous")->required();
@@ -47,6 +50,13 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idle_timeout_s,
                  "exit with 1 if no update is announced for this long (0: wait)");
   app.add_option("--bind-host", bind_host, "data-plane bind address")->capture_default_str();
+  app.add_option("--layout", layout, "hf (as sent) or vllm (FusedMoE w13/w2 for this rank)")
+      ->capture_default_str();
+  app.add_option("--family", family, "model family for --layout vllm (default: config.json)");
+  app.add_option("--tp-rank", vllm.tp_rank, "vLLM tensor-parallel rank")->capture_default_str();
+  app.add_option("--tp-size", vllm.tp_size)->capture_default_str();
+  app.add_option("--ep-rank", vllm.ep_rank, "vLLM expert-parallel rank")->capture_default_str();
+  app.add_option("--ep-size", vllm.ep_size)->capture_default_str();
   app.add_option("--test-corrupt-bucket", corrupt_bucket, "test hook: flip a byte in this bucket");
   app.add_option("--test-exit-after-bucket", exit_after_bucket,
                  "test hook: exit (as a crash) after receiving this bucket");
@@ -55,6 +65,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (num_ranks < 1 || rank_offset < 1 || max_updates > 1000000 || shard_bytes < 4096) {
     std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset or --shard-bytes\n");
+    return 2;
+  }
+  if (layout != "hf" && layout != "vllm") {
+    std::fprintf(stderr, "weightcast-recv: --layout must be hf or vllm\n");
     return 2;
   }
 
@@ -90,7 +104,11 @@ int main(int argc, char** argv) {
       const int rank = rank_offset + i;
       const std::string dir = num_ranks == 1 ? out : absl::StrCat(out, "/rank", rank);
       (void)weightcast::CheckpointWriter::CleanStaleTemps(dir);
-      weightcast::CheckpointDirSink sink(dir, shard_bytes);
+      weightcast::CheckpointDirSink checkpoint(dir, shard_bytes);
+      weightcast::TransformingSink vllm_sink(&checkpoint,
+                                             weightcast::VllmLayoutBuilder(family, vllm));
+      weightcast::Sink& sink = layout == "vllm" ? static_cast<weightcast::Sink&>(vllm_sink)
+                                                : checkpoint;
       uint64_t done = 0;
       absl::Time last_activity = absl::Now();
       while (!g_stop && (max_updates == 0 || done < max_updates)) {

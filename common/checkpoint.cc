@@ -1,6 +1,7 @@
 #include "common/checkpoint.h"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -220,13 +221,17 @@ absl::StatusOr<std::string> CheckpointWriter::Commit() {
   }
   SyncDir(tmp_dir_);
   const std::string final_dir = absl::StrCat(out_root_, "/step_", version_);
-  std::error_code ec;
-  if (fs::exists(final_dir, ec)) {
-    return absl::FailedPreconditionError(absl::StrCat(final_dir, " already exists"));
+  // RENAME_NOREPLACE: never replace a published version, even an empty one
+  // another writer created between a check and the rename.
+  if (::renameat2(AT_FDCWD, tmp_dir_.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) != 0) {
+    const int e = errno;
+    if (e == EEXIST || e == ENOTEMPTY) {
+      return absl::FailedPreconditionError(absl::StrCat(final_dir, " already exists"));
+    }
+    return absl::InternalError(absl::StrCat("rename to ", final_dir, ": ", std::strerror(e)));
   }
-  fs::rename(tmp_dir_, final_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("rename to ", final_dir, ": ", ec.message()));
   done_ = true;
+  std::error_code ec;
   const std::string latest_tmp = absl::StrCat(out_root_, "/.LATEST.tmp-", ::getpid());
   RETURN_IF_ERROR(WriteTextSynced(latest_tmp, absl::StrCat(version_, "\n")));
   fs::rename(latest_tmp, out_root_ + "/LATEST", ec);

@@ -305,6 +305,11 @@ bool Fp8Skips(const FamilyRules& f, const OutputTensor& t) {
   }
   const bool fused = absl::StrContains(n, ".experts.") &&
                      (absl::EndsWith(n, ".gate_up_proj") || absl::EndsWith(n, ".down_proj"));
+  // Llama-4's transposed fused experts stay in bf16: transformers' FP8 path
+  // read our block scales for them differently (logits off by 0.1 where
+  // every other family is within 1e-3, tests/golden/VALIDATION.md), so
+  // until that layout is pinned down they are not quantized at all.
+  if (fused && f.fused_transposed) return true;
   if (t.spec.shape.size() == 3) return !fused;
   return !absl::EndsWith(n, ".weight");
 }
@@ -452,22 +457,43 @@ absl::StatusOr<std::string> RewriteConfig(const FormatSpec& spec, const std::str
   if (c.is_discarded() || !c.is_object()) {
     return absl::InvalidArgumentError("config.json is not a JSON object");
   }
-  std::vector<std::string> skipped;
-  for (const OutputTensor& t : outputs) {
-    if (t.quant == QuantKind::kNone && t.spec.shape.size() >= 2 &&
-        absl::EndsWith(t.spec.name, ".weight")) {
-      skipped.push_back(t.spec.name.substr(0, t.spec.name.size() - 7));
-    }
-  }
   nlohmann::ordered_json q;
   q["quant_method"] = "fp8";
   q["fmt"] = "e4m3";
   q["activation_scheme"] = "dynamic";
   q["weight_block_size"] = {kFp8Block, kFp8Block};
-  q["modules_to_not_convert"] = skipped;
-  q["ignored_layers"] = skipped;
   if (spec.fp8.power_of_two) q["scale_fmt"] = "ue8m0";
   c["quantization_config"] = q;
+  std::vector<TensorSpec> specs;
+  for (const OutputTensor& t : outputs) specs.push_back(t.spec);
+  return SetQuantizationModules(c.dump(2), specs);
+}
+
+absl::StatusOr<std::string> SetQuantizationModules(const std::string& config_json,
+                                                   std::span<const TensorSpec> tensors) {
+  if (config_json.empty()) return config_json;
+  nlohmann::ordered_json c = nlohmann::ordered_json::parse(config_json, nullptr, false);
+  if (c.is_discarded() || !c.is_object()) {
+    return absl::InvalidArgumentError("config.json is not a JSON object");
+  }
+  if (!c.contains("quantization_config") || !c["quantization_config"].is_object() ||
+      c["quantization_config"].value("quant_method", "") != "fp8") {
+    return config_json;
+  }
+  std::vector<std::string> skipped;
+  for (const TensorSpec& t : tensors) {
+    if (t.dtype == DType::kF8E4M3 || t.shape.size() < 2) continue;
+    if (absl::EndsWith(t.name, ".weight")) {
+      skipped.push_back(t.name.substr(0, t.name.size() - 7));
+    } else if (absl::EndsWith(t.name, ".experts.gate_up_proj") ||
+               absl::EndsWith(t.name, ".experts.down_proj")) {
+      // Fused experts left in bf16: the experts module is not converted.
+      const std::string module = t.name.substr(0, t.name.rfind('.'));
+      if (skipped.empty() || skipped.back() != module) skipped.push_back(module);
+    }
+  }
+  c["quantization_config"]["modules_to_not_convert"] = skipped;
+  c["quantization_config"]["ignored_layers"] = skipped;
   return c.dump(2);
 }
 

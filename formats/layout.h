@@ -49,6 +49,14 @@ namespace weightcast {
                                                         const std::string& config_json,
                                                         std::span<const OutputTensor> outputs);
 
+// When `config_json` carries an fp8 quantization_config, sets its
+// modules_to_not_convert and ignored_layers to the modules of `tensors`
+// whose weight (2-D or more) is not F8_E4M3. Receivers call it with the
+// whole group's tensors (each sender only knows its own). Otherwise
+// returns the config unchanged.
+[[nodiscard]] absl::StatusOr<std::string> SetQuantizationModules(
+    const std::string& config_json, std::span<const TensorSpec> tensors);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_FORMATS_LAYOUT_H_

@@ -108,10 +108,6 @@ TEST(LayoutTest, FusedExpandsToPerExpertAndFusesBackByteForByte) {
   }
   // Per-expert back to fused: the original bytes.
   Model per;
-  for (const auto& [name, bytes] : packed) {
-    per.specs.push_back({});
-  }
-  per.specs.clear();
   for (const OutputTensor& o : *outs) {
     per.specs.push_back(TensorSpec{o.spec.name, DType::kF32, o.spec.shape});
     per.data.push_back(Floats(packed[o.spec.name]));

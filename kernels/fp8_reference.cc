@@ -7,24 +7,27 @@
 namespace weightcast {
 
 uint8_t EncodeE4M3(float x) {
-  const uint8_t sign = std::signbit(x) ? 0x80 : 0x00;
-  if (std::isnan(x)) return sign | 0x7F;
-  float a = std::fabs(x);
-  a = std::min(a, kE4M3Max);  // saturate (+inf included)
-  if (a < 0x1p-6f) {
-    // Subnormal: multiples of 2^-9. a * 2^9 is exact; nearbyint rounds to
-    // nearest, ties to even (default rounding mode). 8 is the smallest normal.
-    return sign | static_cast<uint8_t>(std::nearbyint(a * 0x1p9f));
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  u &= 0x7FFFFFFFu;                            // |x|
+  if (u > 0x7F800000u) return sign | 0x7F;     // NaN keeps its sign
+  if (u >= 0x43E00000u) return sign | 0x7E;    // >= 448 (inf included): saturate
+  if (u < 0x3C800000u) {                       // < 2^-6: subnormal, multiples of 2^-9
+    float a;
+    std::memcpy(&a, &u, 4);
+    // a * 2^9 is exact and below 8; adding 2^23 rounds it to an integer,
+    // ties to even (the default rounding mode), and subtracting is exact.
+    const float m = (a * 512.0f + 8388608.0f) - 8388608.0f;
+    return sign | static_cast<uint8_t>(m);     // 8 is the smallest normal, 0x08
   }
-  int k = 0;
-  std::frexp(a, &k);  // a = f * 2^k, f in [0.5, 1)
-  int e = k - 1;      // a in [2^e, 2^(e+1))
-  int m = static_cast<int>(std::nearbyint(std::ldexp(a, 3 - e)));  // in [8, 16]
-  if (m == 16) {
-    ++e;
-    m = 8;
-  }
-  return sign | static_cast<uint8_t>(((e + 7) << 3) | (m - 8));
+  // Normal: keep 3 of the 23 mantissa bits, rounding to nearest even on the
+  // 20 dropped bits; a carry out of the mantissa bumps the exponent.
+  const uint32_t lsb = (u >> 20) & 1;
+  u += 0x7FFFFu + lsb;
+  const uint32_t exp = (u >> 23) - 127 + 7;    // e4m3 exponent field, >= 1 here
+  const uint32_t code = (exp << 3) | ((u >> 20) & 7);
+  return sign | static_cast<uint8_t>(std::min<uint32_t>(code, 0x7E));  // 464 rounds to 448
 }
 
 float DecodeE4M3(uint8_t code) {
@@ -108,7 +111,10 @@ void QuantizeRows(const float* values, uint64_t row_begin, uint64_t row_end, uin
       float amax = 0.0f;
       for (uint64_t r = band; r < band_end; ++r) {
         const float* row = values + (r - row_begin) * cols;
-        for (uint64_t c = c0; c < c1; ++c) amax = std::fmax(amax, std::fabs(row[c]));
+        for (uint64_t c = c0; c < c1; ++c) {
+          const float a = std::fabs(row[c]);
+          amax = a > amax ? a : amax;  // a NaN compares false: ignored
+        }
       }
       const float scale = Fp8BlockScale(amax, options);
       if (scales != nullptr) scales[band_index * col_blocks + cb] = scale;

@@ -10,6 +10,8 @@
 //                            m == 16 -> e + 1, m = 8;
 //                            code = ((e + 7) << 3) | (m - 8)
 //              sign bit 0x80 from x (so -0.0 -> 0x80).
+//              (Implemented on the float's bits: rne of the 20 dropped
+//              mantissa bits; the result is the same.)
 // This equals ml_dtypes' float8_e4m3fn cast of the clamped value.
 //
 // Block scale (Fp8BlockScale) from the block's amax (max |x| in fp32,

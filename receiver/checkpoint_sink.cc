@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "formats/layout.h"
 
 namespace weightcast {
 
@@ -10,8 +11,10 @@ absl::Status CheckpointDirSink::Begin(const GlobalManifest& manifest) {
   std::vector<TensorSpec> specs;
   specs.reserve(manifest.tensors.size());
   for (const ManifestTensor& t : manifest.tensors) specs.push_back(t.spec);
+  // The module lists of an FP8 config cover the whole group's tensors.
+  ASSIGN_OR_RETURN(std::string config, SetQuantizationModules(manifest.config_json, specs));
   ASSIGN_OR_RETURN(writer_, CheckpointWriter::Begin(out_root_, manifest.weight_version,
-                                                    std::move(specs), manifest.config_json,
+                                                    std::move(specs), std::move(config),
                                                     max_shard_bytes_));
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 #include "receiver/receiver.h"
 
 #include <cstdlib>
+#include <future>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -57,6 +58,31 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
   }
 }
 
+absl::Status Receiver::ConsumeBucket(const GlobalManifest& manifest, uint32_t g,
+                                     uint64_t weight_version, const std::vector<std::byte>& buffer,
+                                     Sink& sink) {
+  const GlobalBucket& b = manifest.buckets[g];
+  absl::StatusOr<BucketTrailer> trailer = DecodeBucketTrailer(buffer.data() + b.bytes);
+  if (!trailer.ok()) {
+    return absl::DataLossError(absl::StrCat("bucket ", g, ": ", trailer.status().message()));
+  }
+  if (trailer->bucket_index != g || trailer->weight_version != weight_version ||
+      trailer->payload_bytes != b.bytes) {
+    return absl::DataLossError(absl::StrCat(
+        "bucket ", g, ": trailer says bucket ", trailer->bucket_index, " of version ",
+        trailer->weight_version, " with ", trailer->payload_bytes, " bytes"));
+  }
+  if (BucketChecksum(buffer.data(), b.bytes) != trailer->checksum) {
+    return absl::DataLossError(absl::StrCat("bucket ", g, " from sender ", b.root,
+                                            ": checksum mismatch (", b.bytes, " bytes)"));
+  }
+  for (const auto& [t, seg] : manifest.bucket_segments[g]) {
+    absl::Status s = sink.Write(t, seg.tensor_offset, buffer.data() + seg.bucket_offset, seg.bytes);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& sink) {
   const absl::Time start = absl::Now();
   const int rank = options_.rank;
@@ -87,45 +113,41 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   // in step and usable.
   absl::Status local = sink.Begin(*manifest);
   const bool begun = local.ok();
-  std::vector<std::byte> buffer;
+  // Two bucket buffers: bucket g is verified and handed to the sink on a
+  // worker while bucket g+1 arrives. Sink calls stay serialized (the next
+  // consumption starts only after the previous one ended).
+  std::vector<std::byte> buffers[2];
+  std::future<absl::Status> consuming;
+  auto settle = [&] {
+    if (!consuming.valid()) return;
+    absl::Status s = consuming.get();
+    if (local.ok()) local = s;
+  };
+  const bool fault_version =
+      options_.test_fault_version == 0 || options_.test_fault_version == a.weight_version;
   for (uint32_t g = 0; g < manifest->buckets.size(); ++g) {
     const GlobalBucket& b = manifest->buckets[g];
+    std::vector<std::byte>& buffer = buffers[g % 2];
     buffer.resize(b.bytes + kBucketTrailerBytes);
     absl::Status st = transport.Broadcast(buffer.data(), buffer.size(), static_cast<int>(b.root),
                                           absl::Now() + options_.op_timeout);
-    if (!st.ok()) return fail(st, begun);
-    const bool fault_version =
-        options_.test_fault_version == 0 || options_.test_fault_version == a.weight_version;
+    if (!st.ok()) {
+      settle();
+      return fail(st, begun);
+    }
     if (fault_version && static_cast<int>(g) == options_.test_corrupt_bucket && b.bytes > 0) {
       buffer[b.bytes / 2] ^= std::byte{0x01};
     }
     if (fault_version && static_cast<int>(g) == options_.test_exit_after_bucket) {
       std::_Exit(3);
     }
+    settle();
     if (!local.ok()) continue;
-    absl::StatusOr<BucketTrailer> trailer = DecodeBucketTrailer(buffer.data() + b.bytes);
-    if (!trailer.ok()) {
-      local = absl::DataLossError(absl::StrCat("bucket ", g, ": ", trailer.status().message()));
-      continue;
-    }
-    if (trailer->bucket_index != g || trailer->weight_version != a.weight_version ||
-        trailer->payload_bytes != b.bytes) {
-      local = absl::DataLossError(absl::StrCat(
-          "bucket ", g, ": trailer says bucket ", trailer->bucket_index, " of version ",
-          trailer->weight_version, " with ", trailer->payload_bytes, " bytes"));
-      continue;
-    }
-    const uint64_t sum = BucketChecksum(buffer.data(), b.bytes);
-    if (sum != trailer->checksum) {
-      local = absl::DataLossError(absl::StrCat("bucket ", g, " from sender ", b.root,
-                                               ": checksum mismatch (", b.bytes, " bytes)"));
-      continue;
-    }
-    for (const auto& [t, seg] : manifest->bucket_segments[g]) {
-      local = sink.Write(t, seg.tensor_offset, buffer.data() + seg.bucket_offset, seg.bytes);
-      if (!local.ok()) break;
-    }
+    consuming = std::async(std::launch::async, [this, g, &buffer, &manifest, &a, &sink] {
+      return ConsumeBucket(*manifest, g, a.weight_version, buffer, sink);
+    });
   }
+  settle();
   if (!local.ok()) {
     // Tell the senders why before voting (best effort).
     (void)store_->Set(ErrorKey(a.seq, rank), std::string(local.ToString()));

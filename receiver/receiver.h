@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -70,6 +71,10 @@ class Receiver {
       : options_(o), store_(s), member_(s, std::move(f), o.rank), seq_(seq) {}
 
   absl::StatusOr<ReceiveResult> RunUpdate(const Announcement& a, Sink& sink);
+  // Verifies bucket g's trailer and checksum and hands its segments to the
+  // sink. DATA_LOSS naming the bucket and sender on a mismatch.
+  absl::Status ConsumeBucket(const GlobalManifest& manifest, uint32_t g, uint64_t weight_version,
+                             const std::vector<std::byte>& buffer, Sink& sink);
 
   ReceiverOptions options_;
   KeyValueStore* store_;

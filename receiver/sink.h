@@ -5,7 +5,8 @@
 // one of Commit or Abort. A sink must not expose anything of a version
 // before Commit returns OK (a checkpoint sink writes into a temporary
 // directory; an engine sink stages, or loads between its own begin and
-// finalize). Called from the receiver's thread only.
+// finalize). Calls never overlap, but Write may come from a worker thread
+// of the receiver (buckets are consumed while the next one arrives).
 #ifndef WEIGHTCAST_RECEIVER_SINK_H_
 #define WEIGHTCAST_RECEIVER_SINK_H_
 

@@ -114,3 +114,65 @@ def test_unreachable_daemon_exit_code(tmp_path):
                         f"unix:{tmp_path}/nobody.sock", "--rpc-timeout", "2", "status"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 3
+
+
+def test_daemon_listens_only_on_loopback_unless_asked(tmp_path):
+    import os
+    import subprocess
+
+    from weightcast_testing.cluster import default_bin_dir
+
+    d = os.path.join(default_bin_dir(), "weightcastd")
+    p = subprocess.run([d, "--listen", "0.0.0.0:0"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--allow-remote" in (p.stdout + p.stderr)
+
+
+def test_health_service_answers_serving(make_cluster):
+    import grpc
+    from grpc_health.v1 import health_pb2 as health
+    from grpc_health.v1 import health_pb2_grpc as health_grpc
+
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    with grpc.insecure_channel(c.sock(0)) as ch:
+        resp = health_grpc.HealthStub(ch).Check(health.HealthCheckRequest(service=""), timeout=5)
+    assert resp.status == health.HealthCheckResponse.SERVING
+
+
+def test_daemon_applies_a_text_proto_init_config(tmp_path):
+    import json
+    import os
+    import subprocess
+    import time
+
+    from weightcast_testing.cluster import default_bin_dir, free_port
+
+    # The shipped example, pointed at loopback.
+    text = open(os.path.join(os.path.dirname(__file__), "..", "deploy", "config",
+                             "init-rank0.textproto")).read()
+    text = text.replace('"10.0.0.1"', '"127.0.0.1"').replace("29501", str(free_port()))
+    cfg = tmp_path / "init.textproto"
+    cfg.write_text(text)
+    sock = f"unix:{tmp_path}/d.sock"
+    d = subprocess.Popen([os.path.join(default_bin_dir(), "weightcastd"), "--listen", sock,
+                          "--init-config", str(cfg)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        ctl = os.path.join(default_bin_dir(), "weightcastctl")
+        for _ in range(100):
+            p = subprocess.run([ctl, "--addr", sock, "status", "--json"], capture_output=True,
+                               text=True)
+            if p.returncode == 0:
+                break
+            time.sleep(0.1)
+        st = json.loads(p.stdout)
+        assert st["state"] == "idle" and st["world_size"] == 24 and st["rank"] == 0
+    finally:
+        d.terminate()
+        d.wait(timeout=10)
+    bad = tmp_path / "bad.textproto"
+    bad.write_text("sender_rank: oops")
+    p = subprocess.run([os.path.join(default_bin_dir(), "weightcastd"), "--listen",
+                        f"unix:{tmp_path}/e.sock", "--init-config", str(bad)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "InitBroadcasterRequest" in (p.stdout + p.stderr)

@@ -136,9 +136,10 @@ TEST_F(GlooTransportTest, APeerThatStopsMakesOthersFailWithinTheDeadline) {
   g[2].reset();
   const absl::Time t0 = absl::Now();
   std::thread receiver([&] {
+    // Rank 1 may get its copy before the root hits the dead rank, or see the
+    // root close its connections: either way it returns in time.
     std::vector<uint8_t> mine(buf.size());
-    absl::Status s = g[1]->Broadcast(mine.data(), mine.size(), 0, absl::Now() + absl::Seconds(3));
-    EXPECT_FALSE(s.ok());
+    (void)g[1]->Broadcast(mine.data(), mine.size(), 0, absl::Now() + absl::Seconds(3));
   });
   absl::Status s = g[0]->Broadcast(buf.data(), buf.size(), 0, absl::Now() + absl::Seconds(3));
   receiver.join();

@@ -129,6 +129,16 @@ void RendezvousServer::Shutdown() {
   }
 }
 
+namespace {
+
+absl::Status Named(const std::string& address, const grpc::Status& s) {
+  absl::Status a = FromGrpcStatus(s);
+  if (a.ok()) return a;
+  return absl::Status(a.code(), absl::StrCat("rendezvous ", address, ": ", a.message()));
+}
+
+}  // namespace
+
 RendezvousClient::RendezvousClient(const std::string& address, std::string token,
                                    const std::atomic<bool>* cancelled)
     : address_(address), token_(std::move(token)), external_(cancelled) {
@@ -149,57 +159,40 @@ absl::Time RendezvousClient::Bound(absl::Time deadline) const {
   return std::min(deadline, absl::Now() + kDefaultCallTimeout);
 }
 
-namespace {
-
-absl::Status Named(const std::string& address, const grpc::Status& s) {
-  absl::Status a = FromGrpcStatus(s);
-  if (a.ok()) return a;
-  return absl::Status(a.code(), absl::StrCat("rendezvous ", address, ": ", a.message()));
+absl::Status RendezvousClient::Call(absl::Time deadline,
+                                    const std::function<grpc::Status(grpc::ClientContext&)>& rpc) {
+  deadline = Bound(deadline);
+  while (true) {
+    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
+    grpc::ClientContext ctx;
+    ctx.set_wait_for_ready(true);  // the server may not be up yet
+    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
+    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
+    grpc::Status s = rpc(ctx);
+    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) return Named(address_, s);
+    if (absl::Now() >= deadline) {
+      return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
+    }
+  }
 }
-
-}  // namespace
 
 absl::Status RendezvousClient::Set(const std::string& key, const std::string& value,
                                    absl::Time deadline) {
-  deadline = Bound(deadline);
   v1::SetRequest req;
   req.set_key(key);
   req.set_value(value);
-  while (true) {
-    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
-    grpc::ClientContext ctx;
-    ctx.set_wait_for_ready(true);
-    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
-    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
-    v1::SetResponse resp;
-    grpc::Status s = stub_->Set(&ctx, req, &resp);
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) continue;
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
-    }
-    return Named(address_, s);
-  }
+  v1::SetResponse resp;
+  return Call(deadline, [&](grpc::ClientContext& ctx) { return stub_->Set(&ctx, req, &resp); });
 }
 
 absl::StatusOr<std::string> RendezvousClient::Get(const std::string& key, absl::Time deadline) {
-  deadline = Bound(deadline);
   v1::GetRequest req;
   req.set_key(key);
-  while (true) {
-    if (Cancelled()) return absl::CancelledError("rendezvous client cancelled");
-    grpc::ClientContext ctx;
-    ctx.set_wait_for_ready(true);
-    ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
-    if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
-    v1::GetResponse resp;
-    grpc::Status s = stub_->Get(&ctx, req, &resp);
-    if (s.ok()) return resp.value();
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && absl::Now() < deadline) continue;
-    if (s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
-    }
-    return Named(address_, s);
-  }
+  v1::GetResponse resp;
+  absl::Status s =
+      Call(deadline, [&](grpc::ClientContext& ctx) { return stub_->Get(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.value();
 }
 
 absl::Status RendezvousClient::Wait(const std::vector<std::string>& keys, absl::Time deadline) {

@@ -12,6 +12,7 @@
 #define WEIGHTCAST_TRANSPORT_RENDEZVOUS_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +26,8 @@
 namespace grpc {
 class Server;
 class Channel;
+class ClientContext;
+class Status;
 }  // namespace grpc
 
 namespace weightcast {
@@ -117,6 +120,10 @@ class RendezvousClient {
 
  private:
   absl::Time Bound(absl::Time deadline) const;
+  // Runs a unary RPC in short slices until it answers, the deadline, or
+  // Cancel; a server never reached is UNAVAILABLE naming the address.
+  absl::Status Call(absl::Time deadline,
+                    const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
   std::string address_;
   std::string token_;
   std::shared_ptr<grpc::Channel> channel_;

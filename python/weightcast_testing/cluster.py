@@ -14,12 +14,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for safetensors)
+import ml_dtypes
 import numpy as np
 from safetensors.numpy import load_file
 
 from weightcast_testing.modelgen import MoeModelSpec, values
 from weightcast_trainer.shm import ShmTensorFile
+
+# safetensors' numpy backend looks F8_E4M3 up as numpy.float8_e4m3fn; numpy
+# has no such type, ml_dtypes does (importing it also registers bfloat16).
+if not hasattr(np, "float8_e4m3fn"):
+    np.float8_e4m3fn = ml_dtypes.float8_e4m3fn
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,6 +57,7 @@ class Cluster:
     token: str = "demo-token"
     bin_dir: str = field(default_factory=default_bin_dir)
     recv_args: dict = field(default_factory=dict)  # rank -> extra args
+    init_args: dict = field(default_factory=dict)  # extra weightcastctl init flags
 
     def __post_init__(self):
         os.makedirs(self.workdir, exist_ok=True)
@@ -108,6 +114,7 @@ class Cluster:
                 "--inference-world-size": str(self.num_receivers),
                 "--timeout": str(self.timeout_s), "--bucket-bytes": str(self.bucket_bytes),
                 "--token": self.token}
+        opts.update({k: str(v) for k, v in self.init_args.items()})
         opts.update({k: str(v) for k, v in overrides.items()})
         return self.ctl(s, "init", *[x for kv in opts.items() for x in kv])
 
@@ -157,6 +164,16 @@ class Cluster:
                 raise AssertionError(f"rank {rank}: {path} did not appear")
             time.sleep(0.05)
         return path
+
+    def load(self, rank: int, version: int) -> tuple[dict, dict]:
+        """(tensors, config) of rank's checkpoint of `version`, read with the
+        safetensors package through the index."""
+        path = self.wait_for_step(rank, version)
+        index = json.load(open(f"{path}/model.safetensors.index.json"))
+        got: dict[str, np.ndarray] = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            got.update(load_file(f"{path}/{shard}"))
+        return got, json.load(open(f"{path}/config.json"))
 
     def verify(self, rank: int, version: int) -> str:
         """Checks rank's checkpoint of `version` byte for byte against the

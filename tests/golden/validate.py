@@ -123,6 +123,47 @@ def main() -> int:
                           f"{'equal' if exact else 'DIFFERENT'} | {loads} | {diff:.4g} | {cos:.6f} |"
                           + (f" (unmatched {len(missing)})" if missing else ""))
             print(report[-1], flush=True)
+    # 3. vLLM layout, from the transformers tensors with the rule of FORMATS.md.
+    report += ["", "| case | tp | ep | w13/w2 vs the rule on transformers' tensors |", "|---|---|---|---|"]
+    for case in ("qwen3_moe", "qwen3_moe_blocks", "deepseek_v3", "glm4_moe", "mixtral", "qwen2_moe"):
+        d = os.path.join(HERE, "models", case)
+        if not os.path.isdir(d):
+            continue
+        sd = load_file(os.path.join(d, "state_dict", "model.safetensors"))
+        for tp, ep in ((1, 1), (2, 1), (1, 2), (2, 3)):
+            for tr in range(tp):
+                for er in range(ep):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        try:
+                            out = convert(os.path.join(d, "state_dict"), tmp,
+                                          "--vllm-rank", str(tr), str(tp), str(er), str(ep))
+                        except subprocess.CalledProcessError as e:
+                            report.append(f"| {case} | {tr}/{tp} | {er}/{ep} | refused: "
+                                          f"{e.stderr.decode().strip()[:90]} |")
+                            continue
+                        got = load_dir(out)
+                        good = True
+                        for k, gu in sd.items():
+                            if not k.endswith("experts.gate_up_proj"):
+                                continue
+                            prefix = k[: -len(".gate_up_proj")]
+                            hf_prefix = prefix.replace(".mlp.experts", ".block_sparse_moe.experts") \
+                                if case == "mixtral" else prefix
+                            dn = sd[prefix + ".down_proj"]
+                            E, I2, H = gu.shape
+                            I = I2 // 2
+                            itp = I // tp
+                            base, rem = divmod(E, ep)
+                            first, count = er * base + min(er, rem), base + (er < rem)
+                            gate, up = gu.chunk(2, dim=1)
+                            sl = slice(tr * itp, (tr + 1) * itp)
+                            w13 = torch.cat([gate[first:first + count, sl], up[first:first + count, sl]], 1)
+                            w2 = dn[first:first + count, :, sl]
+                            good &= torch.equal(got[hf_prefix + ".w13_weight"], w13)
+                            good &= torch.equal(got[hf_prefix + ".w2_weight"], w2)
+                        ok &= good
+                        report.append(f"| {case} | {tr}/{tp} | {er}/{ep} | {'equal' if good else 'DIFFERENT'} |")
+    print("\n".join(report[-8:]))
     open(os.path.join(HERE, "VALIDATION.md"), "w").write(
         "# Validation against transformers\n\nMade by tests/golden/validate.py on the development "
         "machine (CPU).\n\n" + "\n".join(report) + "\n")

@@ -1,0 +1,79 @@
+"""Format transforms through the real daemons: block FP8 on the wire and the
+vLLM FusedMoE layout assembled by a receiver for its TP/EP rank."""
+
+import ml_dtypes
+import numpy as np
+
+from weightcast_testing.modelgen import values
+from weightcast_trainer.shm import float32_from_bf16
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    x = q.view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    rows, cols = x.shape[-2:]
+    full = np.repeat(np.repeat(scale, 128, axis=-2)[..., :rows, :], 128, axis=-1)[..., :cols]
+    return x * full
+
+
+def test_fp8_update_dequantizes_within_bound_and_names_scales(make_cluster):
+    c = make_cluster(init_args={"--quantization": "fp8-block"})
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    got, config = c.load(2, 1)
+    q = config["quantization_config"]
+    assert q["quant_method"] == "fp8" and q["weight_block_size"] == [128, 128]
+    assert "lm_head" in q["modules_to_not_convert"] and q["ignored_layers"] == q["modules_to_not_convert"]
+    quantized = 0
+    for name, dtype, shape in c.model.tensors():
+        w = float32_from_bf16(values(name, dtype, shape, 1))
+        if name + "_scale_inv" in got:
+            quantized += 1
+            assert got[name].dtype == ml_dtypes.float8_e4m3fn
+            scale = got[name + "_scale_inv"]
+            assert scale.dtype == np.float32
+            assert scale.shape == (-(-shape[0] // 128), -(-shape[1] // 128))
+            d = dequantize(got[name].view(np.uint8), scale)
+            s = np.repeat(np.repeat(scale, 128, 0)[: shape[0]], 128, 1)[:, : shape[1]]
+            assert np.all(np.abs(d - w) <= np.maximum(2.0**-4 * np.abs(w), 2.0**-10 * s)), name
+        else:
+            # Never quantized: embeddings, lm_head, norms, the router, 1-D.
+            assert any(k in name for k in ("embed", "lm_head", "norm", "mlp.gate.weight")), name
+            assert got[name].view(np.uint16).tobytes() == values(name, dtype, shape, 1).tobytes()
+    assert quantized == 4 * c.model.layers + 3 * c.model.experts * c.model.layers
+
+
+def test_receiver_assembles_vllm_w13_w2_for_its_tp_and_ep_rank(make_cluster):
+    c = make_cluster(num_receivers=2)
+    c.recv_args = {3: ["--layout", "vllm", "--tp-rank", "1", "--tp-size", "2",
+                       "--ep-rank", "1", "--ep-size", "4"]}
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    c.verify(2, 1)  # the hf receiver is unaffected
+    got, _ = c.load(3, 1)
+    m = c.model
+    E, I, H = m.experts, m.moe_intermediate, m.hidden
+    itp = I // 2
+    base, rem = divmod(E, 4)
+    first, count = 1 * base + min(1, rem), base + (1 < rem)
+    for layer in range(m.layers):
+        p = f"model.layers.{layer}.mlp.experts"
+        assert f"{p}.0.gate_proj.weight" not in got
+        w13 = got[f"{p}.w13_weight"].view(np.uint16)
+        w2 = got[f"{p}.w2_weight"].view(np.uint16)
+        assert w13.shape == (count, 2 * itp, H) and w2.shape == (count, H, itp)
+        for le in range(count):
+            e = first + le
+            gate = values(f"{p}.{e}.gate_proj.weight", "BF16", (I, H), 1)
+            up = values(f"{p}.{e}.up_proj.weight", "BF16", (I, H), 1)
+            down = values(f"{p}.{e}.down_proj.weight", "BF16", (H, I), 1)
+            want13 = np.concatenate([gate[itp:], up[itp:]], axis=0)   # rank 1's rows
+            assert np.array_equal(w13[le], want13)
+            assert np.array_equal(w2[le], down[:, itp:])
+        # Everything else arrives whole.
+        name = f"model.layers.{layer}.self_attn.q_proj.weight"
+        assert got[name].view(np.uint16).tobytes() == values(
+            name, "BF16", (m.heads * m.head_dim, H), 1).tobytes()
