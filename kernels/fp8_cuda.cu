@@ -12,7 +12,9 @@
 //    clamp-then-round does, and keeps the sign of zero. NaN is the one edge
 //    where the hardware differs: cvt gives 0x7F for every NaN, the reference
 //    keeps the sign bit (0xFF for negative NaN), so NaN is encoded here in
-//    software (0x7F | sign).
+//    software (0x7F | sign). kernels/e4m3_encode.h holds that function;
+//    e4m3_encode_test checks it against the reference on the host (through
+//    cuda_fp8.hpp's emulation of the same cvt), kernels_gpu_test on the GPU.
 #include "kernels/fp8_cuda.h"
 
 #include <cuda_bf16.h>
@@ -22,6 +24,7 @@
 #include <cfloat>
 
 #include "kernels/cuda_check.h"
+#include "kernels/e4m3_encode.h"
 
 namespace weightcast {
 namespace {
@@ -45,11 +48,6 @@ __device__ __forceinline__ float LoadElement(const uint8_t* p, Fp8SourceType t) 
 
 __device__ __forceinline__ int ElementBytes(Fp8SourceType t) {
   return t == Fp8SourceType::kF32 ? 4 : 2;
-}
-
-__device__ __forceinline__ uint8_t EncodeE4M3Device(float x) {
-  if (isnan(x)) return static_cast<uint8_t>(0x7F | ((__float_as_uint(x) >> 24) & 0x80));
-  return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
 }
 
 __device__ __forceinline__ float BlockScale(float amax, int rule, bool power_of_two) {
@@ -129,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8QuantizeKernel(Fp8QuantizePara
     const uint64_t cbase = static_cast<uint64_t>(lane) * kColsPerLane;
     uint8_t code[kColsPerLane];
 #pragma unroll
-    for (int j = 0; j < kColsPerLane; ++j) code[j] = EncodeE4M3Device(v[i][j] / scale);
+    for (int j = 0; j < kColsPerLane; ++j) code[j] = EncodeE4M3Satfinite(v[i][j] / scale);
     if (cbase + kColsPerLane <= ncols && (reinterpret_cast<uintptr_t>(out) & 3) == 0) {
       *reinterpret_cast<uint32_t*>(out) = static_cast<uint32_t>(code[0]) |
                                           (static_cast<uint32_t>(code[1]) << 8) |
