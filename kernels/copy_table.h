@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "kernels/xxh3_device.h"  // WC_HOST_DEVICE
+#include "kernels/host_device.h"
 
 namespace weightcast {
 

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/xxh3_device.h"  // WC_HOST_DEVICE, WC_FORCE_INLINE
+#include "kernels/host_device.h"
 
 namespace weightcast {
 

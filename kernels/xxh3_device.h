@@ -19,15 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define WC_HOST_DEVICE __host__ __device__
-#define WC_FORCE_INLINE __forceinline__
-#define WC_UNROLL _Pragma("unroll")
-#else
-#define WC_HOST_DEVICE
-#define WC_FORCE_INLINE inline __attribute__((always_inline))
-#define WC_UNROLL _Pragma("GCC unroll 8")
-#endif
+#include "kernels/host_device.h"
 
 namespace weightcast::xxh3 {
 
