@@ -1,0 +1,68 @@
+// Block FP8 (e4m3fn, 128x128 blocks) on the GPU: quantization straight from
+// the source tensors into a bucket, and decoding. Bit-exact twin of
+// kernels/fp8_reference.h (same scale rules, same encode, true division).
+//
+// The quantized matrix is described by row segments: the assembled
+// [batch * q_rows, q_cols] matrix (batch matrices stacked) is a sequence of
+// runs of whole rows, each run read from one source with its own row stride.
+// This covers every OutputTensor whose pieces are untransposed and span
+// whole output rows (plain weights, fused or per-expert experts, vLLM w13
+// gate/up halves with TP slicing, w2 column slices); BuildFp8RowSegments
+// (kernels/fp8_segments.h) derives them.
+#ifndef WEIGHTCAST_KERNELS_FP8_CUDA_H_
+#define WEIGHTCAST_KERNELS_FP8_CUDA_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace weightcast {
+
+// A run of whole rows of the assembled matrix.
+struct Fp8RowSegment {
+  uint64_t src = 0;          // device address of the run's first row
+  uint64_t row_stride = 0;   // bytes between rows in the source
+  uint64_t first_row = 0;    // global row (matrix b's row r is b * q_rows + r)
+  uint64_t rows = 0;
+};
+
+// Source element types the kernel reads (values of common/dtype.h's DType).
+enum class Fp8SourceType : int { kF16 = 7, kBF16 = 8, kF32 = 9 };
+
+struct Fp8QuantizeParams {
+  const Fp8RowSegment* segments = nullptr;  // device array, sorted by first_row,
+  uint32_t num_segments = 0;                // covering [row_begin, row_end) without gaps
+  Fp8SourceType src_type = Fp8SourceType::kBF16;
+  uint64_t q_rows = 0;  // rows of one matrix
+  uint64_t q_cols = 0;
+  // Global rows to quantize: row_begin at a 128-row band start of its
+  // matrix; row_end at a band end or a matrix end.
+  uint64_t row_begin = 0;
+  uint64_t row_end = 0;
+  int scale_rule = 0;         // Fp8ScaleRule: 0 kAmaxClamp, 1 kScaleClamp
+  bool power_of_two = false;  // UE8M0 scales
+  // Outputs (device; either may be null): fp8 codes of rows
+  // [row_begin, row_end), row-major with q_cols per row; and f32 scales of
+  // the bands those rows span, ceil(q_cols/128) per band, bands in order.
+  uint8_t* dst_q = nullptr;
+  float* dst_scales = nullptr;
+};
+
+// Enqueues one kernel (one 256-thread block per 128x128 block, a single pass
+// over the input: amax, scale and encode from registers). Returns
+// cudaErrorInvalidValue before enqueuing anything when the parameters are
+// inconsistent (row range not band aligned, empty segments, unknown type,
+// no outputs).
+[[nodiscard]] cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& params, cudaStream_t stream);
+
+// Dequantizes `batch` matrices [rows, cols] of e4m3fn codes `q` with their
+// block scales (ceil(rows/128) x ceil(cols/128) per matrix) into f32 `out`:
+// out = decode(q) * scale. NaN codes give NaN.
+[[nodiscard]] cudaError_t LaunchFp8Dequantize(const uint8_t* q, const float* scales,
+                                              uint64_t batch, uint64_t rows, uint64_t cols,
+                                              float* out, cudaStream_t stream);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_KERNELS_FP8_CUDA_H_

@@ -1,0 +1,132 @@
+#include "kernels/pack_table.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace weightcast {
+
+absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint64_t bytes,
+                            std::span<const uint64_t> source_addrs, uint64_t bucket,
+                            uint64_t bucket_offset, std::vector<CopyEntry>* table) {
+  const std::string& name = out.spec.name;
+  if (out.quant != QuantKind::kNone) {
+    return absl::UnimplementedError(
+        absl::StrCat("tensor '", name, "': FP8 outputs are packed by the FP8 kernel"));
+  }
+  const uint64_t es = DTypeSize(out.source_dtype);
+  const uint64_t total = out.spec.ByteSize();
+  if (byte_offset > total || bytes > total - byte_offset) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': range [", byte_offset,
+                                                   ", +", bytes, ") outside ", total, " bytes"));
+  }
+  if (byte_offset % es != 0 || bytes % es != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", name, "': range not aligned to ", es, "-byte elements"));
+  }
+  const uint64_t begin = byte_offset / es, end = (byte_offset + bytes) / es;
+  uint64_t piece_start = 0;
+  uint64_t dst = bucket + bucket_offset;
+  for (size_t pi = 0; pi < out.pieces.size() && piece_start < end; ++pi) {
+    const Piece& p = out.pieces[pi];
+    const uint64_t n = p.NumElements();
+    const uint64_t lo = std::max(begin, piece_start), hi = std::min(end, piece_start + n);
+    piece_start += n;
+    if (lo >= hi) continue;
+    if (p.source >= source_addrs.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' piece ", pi,
+                                                     ": source ", p.source, " not given"));
+    }
+    const uint64_t base = source_addrs[p.source] + p.src_offset * es;
+    const uint64_t stride = p.src_row_stride * es;
+    // In output order the piece is a [outer, inner] matrix: rows x cols, or
+    // cols x rows when transposed. Element (o, i) of it is source element
+    // (r, c) = (o, i) or (i, o).
+    const uint64_t inner = p.transpose ? p.rows : p.cols;
+    auto emit = [&](uint64_t o, uint64_t i0, uint64_t outer_count, uint64_t inner_count) {
+      CopyEntry e;
+      e.elem_size = static_cast<uint32_t>(es);
+      e.dst = dst;
+      if (!p.transpose) {
+        e.src = base + o * stride + i0 * es;
+        e.rows = outer_count;
+        e.cols = inner_count;
+        e.src_row_stride = stride;
+        e.dst_row_stride = inner_count * es;
+        e.transpose = 0;
+      } else if (outer_count == 1) {
+        // Part of one output row = part of one source column: a plain
+        // column copy (inner_count rows of 1 element).
+        e.src = base + i0 * stride + o * es;
+        e.rows = inner_count;
+        e.cols = 1;
+        e.src_row_stride = stride;
+        e.dst_row_stride = es;
+        e.transpose = 0;
+      } else {
+        // Whole output rows o..o+outer_count: source columns, all rows.
+        e.src = base + o * es;
+        e.rows = inner_count;  // == p.rows
+        e.cols = outer_count;
+        e.src_row_stride = stride;
+        e.dst_row_stride = inner_count * es;
+        e.transpose = 1;
+      }
+      table->push_back(e);
+      dst += outer_count * inner_count * es;
+    };
+    uint64_t k = lo - (piece_start - n), k_end = hi - (piece_start - n);
+    // Head: a partial output row.
+    if (k % inner != 0) {
+      const uint64_t o = k / inner, i0 = k % inner;
+      const uint64_t cnt = std::min(inner - i0, k_end - k);
+      emit(o, i0, 1, cnt);
+      k += cnt;
+    }
+    // Body: whole output rows.
+    const uint64_t whole = (k_end - k) / inner;
+    if (whole > 0) {
+      emit(k / inner, 0, whole, inner);
+      k += whole * inner;
+    }
+    // Tail: a partial output row.
+    if (k < k_end) emit(k / inner, 0, 1, k_end - k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BuildUnpackTable(const OutputTensor& out, uint64_t byte_offset, uint64_t bytes,
+                              std::span<const uint64_t> dest_addrs, uint64_t bucket,
+                              uint64_t bucket_offset, std::vector<CopyEntry>* table) {
+  const size_t first = table->size();
+  if (absl::Status s =
+          BuildPackTable(out, byte_offset, bytes, dest_addrs, bucket, bucket_offset, table);
+      !s.ok()) {
+    return s;
+  }
+  for (size_t i = first; i < table->size(); ++i) (*table)[i] = InvertCopyEntry((*table)[i]);
+  return absl::OkStatus();
+}
+
+uint64_t TotalTiles(std::span<const CopyEntry> table) {
+  uint64_t n = 0;
+  for (const CopyEntry& e : table) n += TilesOf(e);
+  return n;
+}
+
+void ExecuteCopyTableOnHost(std::span<const CopyEntry> table) {
+  for (const CopyEntry& e : table) {
+    const auto* src = reinterpret_cast<const std::byte*>(e.src);
+    auto* dst = reinterpret_cast<std::byte*>(e.dst);
+    for (uint64_t r = 0; r < e.rows; ++r) {
+      for (uint64_t c = 0; c < e.cols; ++c) {
+        const uint64_t d = e.transpose ? c * e.dst_row_stride + r * e.elem_size
+                                       : r * e.dst_row_stride + c * e.elem_size;
+        std::memcpy(dst + d, src + r * e.src_row_stride + c * e.elem_size, e.elem_size);
+      }
+    }
+  }
+}
+
+}  // namespace weightcast

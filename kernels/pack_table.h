@@ -1,0 +1,48 @@
+// Pack tables: how a bucket is filled from (and emptied into) device
+// tensors. The host turns each OutputTensor byte range placed in a bucket
+// into CopyEntry rectangles (BuildPackTable); one kernel launch per bucket
+// executes the whole table (kernels/pack_cuda.h). Plain C++: built and
+// tested without a GPU (ExecuteCopyTableOnHost interprets a table on the CPU).
+#ifndef WEIGHTCAST_KERNELS_PACK_TABLE_H_
+#define WEIGHTCAST_KERNELS_PACK_TABLE_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "common/output_tensor.h"
+#include "kernels/copy_table.h"
+
+namespace weightcast {
+
+// Appends to `table` the entries that write bytes [byte_offset, byte_offset +
+// bytes) of `out` (a plain, unquantized output) to `bucket + bucket_offset`.
+// `source_addrs[i]` is the address of source i's element 0 (device memory
+// for the GPU kernel; any memory for the CPU interpreter). Partial rows at
+// the range ends become their own entries, so every entry is a full
+// rectangle. INVALID_ARGUMENT (naming the tensor) when the range is outside
+// the tensor or not element aligned, or a piece names a missing source;
+// UNIMPLEMENTED for FP8 outputs (those go through kernels/fp8_cuda.h).
+[[nodiscard]] absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset,
+                                          uint64_t bytes, std::span<const uint64_t> source_addrs,
+                                          uint64_t bucket, uint64_t bucket_offset,
+                                          std::vector<CopyEntry>* table);
+
+// The receiver's side: entries copying the bucket bytes back into the
+// sources' layout (each entry of BuildPackTable, inverted).
+[[nodiscard]] absl::Status BuildUnpackTable(const OutputTensor& out, uint64_t byte_offset,
+                                            uint64_t bytes, std::span<const uint64_t> dest_addrs,
+                                            uint64_t bucket, uint64_t bucket_offset,
+                                            std::vector<CopyEntry>* table);
+
+// Total tiles of a table (the kernel's work items).
+[[nodiscard]] uint64_t TotalTiles(std::span<const CopyEntry> table);
+
+// Runs a table on the CPU, with host addresses. The test oracle for the
+// kernel's semantics and for the builder.
+void ExecuteCopyTableOnHost(std::span<const CopyEntry> table);
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_KERNELS_PACK_TABLE_H_

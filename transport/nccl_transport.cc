@@ -1,0 +1,232 @@
+#include "transport/nccl_transport.h"
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.h"
+
+namespace weightcast {
+namespace {
+
+// Poll interval: short enough that Abort() and deadlines take effect within
+// well under a millisecond of work, long enough not to spin a core flat out.
+constexpr absl::Duration kPoll = absl::Microseconds(20);
+
+void Pause() { std::this_thread::sleep_for(absl::ToChronoMicroseconds(kPoll)); }
+
+// Polls a non-blocking communicator until it leaves ncclInProgress.
+// Returns the final state, or ncclInProgress at the deadline / on abort.
+ncclResult_t PollComm(ncclComm_t comm, absl::Time deadline, const std::atomic<bool>* abort) {
+  for (;;) {
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError(comm, &state);
+    if (r != ncclSuccess) return r;
+    if (state != ncclInProgress) return state;
+    if (absl::Now() >= deadline) return ncclInProgress;
+    if (abort != nullptr && abort->load(std::memory_order_acquire)) return ncclInProgress;
+    Pause();
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::array<char, kNcclUniqueIdBytes>> NewNcclUniqueId() {
+  static_assert(sizeof(ncclUniqueId) == kNcclUniqueIdBytes);
+  ncclUniqueId id;
+  const ncclResult_t r = ncclGetUniqueId(&id);
+  if (r != ncclSuccess) {
+    return absl::UnavailableError(
+        absl::StrCat("ncclGetUniqueId failed: ", ncclGetErrorString(r)));
+  }
+  std::array<char, kNcclUniqueIdBytes> bytes;
+  std::memcpy(bytes.data(), id.internal, kNcclUniqueIdBytes);
+  return bytes;
+}
+
+absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const NcclOptions& o) {
+  if (o.world_size <= 0 || o.rank < 0 || o.rank >= o.world_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL: rank ", o.rank, " outside world of ", o.world_size));
+  }
+  int devices = 0;
+  RETURN_IF_CUDA_ERROR(cudaGetDeviceCount(&devices), "NCCL rank ", o.rank);
+  if (o.device < 0 || o.device >= devices) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL rank ", o.rank, ": device ", o.device, " of ", devices));
+  }
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(o.device), "NCCL rank ", o.rank);
+
+  ncclUniqueId id;
+  std::memcpy(id.internal, o.unique_id.data(), kNcclUniqueIdBytes);
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t comm = nullptr;
+  ncclResult_t r = ncclCommInitRankConfig(&comm, o.world_size, id, o.rank, &config);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    if (comm != nullptr) ncclCommAbort(comm);
+    return NcclErrorStatus(r, "ncclCommInitRankConfig", "rank ", o.rank, " of ", o.world_size);
+  }
+  r = PollComm(comm, o.deadline, nullptr);
+  if (r != ncclSuccess) {
+    ncclCommAbort(comm);
+    if (r == ncclInProgress) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "NCCL rank ", o.rank, ": not every one of ", o.world_size, " ranks joined in time"));
+    }
+    return NcclErrorStatus(r, "ncclCommInitRankConfig", "rank ", o.rank, " of ", o.world_size);
+  }
+
+  cudaStream_t stream = nullptr;
+  int64_t* d_value = nullptr;
+  int64_t* h_value = nullptr;
+  auto cleanup = [&](absl::Status s) {
+    if (h_value != nullptr) cudaFreeHost(h_value);
+    if (d_value != nullptr) cudaFree(d_value);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+    ncclCommAbort(comm);
+    return s;
+  };
+  if (cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); e != cudaSuccess) {
+    return cleanup(CudaErrorStatus(e, "cudaStreamCreateWithFlags"));
+  }
+  if (cudaError_t e = cudaMalloc(&d_value, sizeof(int64_t)); e != cudaSuccess) {
+    return cleanup(CudaErrorStatus(e, "cudaMalloc"));
+  }
+  if (cudaError_t e = cudaMallocHost(&h_value, sizeof(int64_t)); e != cudaSuccess) {
+    return cleanup(CudaErrorStatus(e, "cudaMallocHost"));
+  }
+  return std::unique_ptr<NcclTransport>(
+      new NcclTransport(o.rank, o.world_size, o.device, comm, stream, d_value, h_value));
+}
+
+NcclTransport::NcclTransport(int rank, int world_size, int device, ncclComm* comm,
+                             CUstream_st* stream, int64_t* d_value, int64_t* h_value)
+    : rank_(rank),
+      world_size_(world_size),
+      device_(device),
+      comm_(comm),
+      stream_(stream),
+      d_value_(d_value),
+      h_value_(h_value) {}
+
+NcclTransport::~NcclTransport() {
+  cudaSetDevice(device_);
+  if (comm_ != nullptr) {
+    bool clean = false;
+    if (healthy() && !abort_requested_.load()) {
+      // Graceful: flush, wait (bounded) for quiescence, then free locally.
+      const ncclResult_t f = ncclCommFinalize(comm_);
+      clean = (f == ncclSuccess || f == ncclInProgress) &&
+              PollComm(comm_, absl::Now() + absl::Seconds(5), nullptr) == ncclSuccess;
+    }
+    if (clean) {
+      ncclCommDestroy(comm_);
+    } else {
+      ncclCommAbort(comm_);
+    }
+    comm_ = nullptr;
+  }
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  if (d_value_ != nullptr) cudaFree(d_value_);
+  if (h_value_ != nullptr) cudaFreeHost(h_value_);
+}
+
+void NcclTransport::Abort() {
+  // The update thread notices within one poll interval and aborts the
+  // communicator itself: NCCL calls on one communicator stay on one thread.
+  abort_requested_.store(true, std::memory_order_release);
+  healthy_.store(false, std::memory_order_release);
+}
+
+absl::Status NcclTransport::CheckUsable() const {
+  if (abort_requested_.load(std::memory_order_acquire)) {
+    return absl::AbortedError(absl::StrCat("NCCL rank ", rank_, ": transport aborted"));
+  }
+  if (!healthy() || comm_ == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("NCCL rank ", rank_, ": transport broken by an earlier error"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NcclTransport::Fail(absl::Status s) {
+  healthy_.store(false, std::memory_order_release);
+  if (comm_ != nullptr) {
+    ncclCommAbort(comm_);  // also ends any kernel still waiting on a peer
+    comm_ = nullptr;
+  }
+  return s;
+}
+
+absl::Status NcclTransport::WaitForCompletion(absl::Time deadline, const char* what, int root) {
+  for (;;) {
+    if (abort_requested_.load(std::memory_order_acquire)) {
+      return Fail(absl::AbortedError(
+          absl::StrCat("NCCL rank ", rank_, ": ", what, " from root ", root, " aborted")));
+    }
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t r = ncclCommGetAsyncError(comm_, &state);
+    if (r != ncclSuccess || (state != ncclSuccess && state != ncclInProgress)) {
+      const ncclResult_t bad = r != ncclSuccess ? r : state;
+      return Fail(absl::UnavailableError(absl::StrCat("NCCL rank ", rank_, ": ", what,
+                                                      " from root ", root, " failed: ",
+                                                      ncclGetErrorString(bad))));
+    }
+    if (state == ncclSuccess) {
+      const cudaError_t q = cudaStreamQuery(stream_);
+      if (q == cudaSuccess) return absl::OkStatus();
+      if (q != cudaErrorNotReady) {
+        return Fail(CudaErrorStatus(q, "cudaStreamQuery", what, " from root ", root));
+      }
+    }
+    if (absl::Now() >= deadline) {
+      return Fail(absl::DeadlineExceededError(absl::StrCat(
+          "NCCL rank ", rank_, ": ", what, " from root ", root, " not done by the deadline")));
+    }
+    Pause();
+  }
+}
+
+absl::Status NcclTransport::Broadcast(void* data, size_t bytes, int root, absl::Time deadline) {
+  if (absl::Status s = CheckUsable(); !s.ok()) return s;
+  if (root < 0 || root >= world_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL rank ", rank_, ": broadcast root ", root, " outside world of ",
+                     world_size_));
+  }
+  if (bytes == 0) return absl::OkStatus();
+  if (data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL rank ", rank_, ": null buffer"));
+  }
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+  const ncclResult_t r =
+      ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, static_cast<cudaStream_t>(stream_));
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return Fail(NcclErrorStatus(r, "ncclBroadcast", "rank ", rank_, ", root ", root, ", ", bytes,
+                                " bytes"));
+  }
+  return WaitForCompletion(deadline, "broadcast", root);
+}
+
+absl::StatusOr<int64_t> NcclTransport::AllReduceMin(int64_t value, absl::Time deadline) {
+  if (absl::Status s = CheckUsable(); !s.ok()) return s;
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  *h_value_ = value;
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(d_value_, h_value_, sizeof(int64_t), cudaMemcpyHostToDevice, stream));
+  const ncclResult_t r = ncclAllReduce(d_value_, d_value_, 1, ncclInt64, ncclMin, comm_, stream);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return Fail(NcclErrorStatus(r, "ncclAllReduce", "rank ", rank_));
+  }
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(h_value_, d_value_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+  if (absl::Status s = WaitForCompletion(deadline, "all-reduce(min)", -1); !s.ok()) return s;
+  return *h_value_;
+}
+
+}  // namespace weightcast
