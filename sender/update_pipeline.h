@@ -42,9 +42,10 @@ struct UpdateSummary {
 
 // Runs the update. Emits Planned, BucketSent (own buckets), SourceReleased
 // (once every source byte was read). Returns OK only when every rank voted
-// to commit. Any error leaves `transport` broken (the caller re-forms the
-// group): transport errors as they are, ABORTED when the vote failed, with
-// the receivers' reasons when `store` has them.
+// to commit. A transport error (returned as it is) leaves `transport`
+// broken and the caller re-forms the group; a "no" vote is ABORTED, with
+// the receivers' reasons when `store` has them, and leaves the transport
+// usable. A local packing error aborts the transport so no peer waits.
 [[nodiscard]] absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport,
                                                             const SenderUpdate& update,
                                                             const UpdateEventSink& on_event);
