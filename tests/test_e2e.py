@@ -134,3 +134,37 @@ def test_sender_daemon_restart_is_followed_by_running_receivers(make_cluster):
     for rank in (1, 2):
         c.verify(rank, 4)
         c.verify(rank, 3)
+
+
+def test_one_receiver_process_can_join_as_several_ranks(make_cluster):
+    c = make_cluster(num_receivers=2)
+    c.start_daemons()
+    for s in range(c.num_senders):
+        assert c.init(s).rc == 0
+    p = c.start_receiver(2, extra=["--num-ranks", "2"])
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    import os
+    import time
+    base = c.receiver_out(2)
+    for rank in (2, 3):
+        deadline = time.time() + 10
+        while not os.path.exists(f"{base}/rank{rank}/LATEST") and time.time() < deadline:
+            time.sleep(0.05)
+        assert os.path.isdir(f"{base}/rank{rank}/step_1")
+        assert open(f"{base}/rank{rank}/LATEST").read().strip() == "1"
+    assert p.poll() is None
+
+
+def test_a_receiver_without_the_group_token_is_refused(make_cluster):
+    import subprocess
+
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    p = subprocess.run([c.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{c.port}",
+                        "--token", "wrong", "--rank-offset", "1", "--out", c.receiver_out(1)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1
+    assert "UNAUTHENTICATED" in p.stdout + p.stderr
