@@ -108,10 +108,10 @@ std::string Human(uint64_t bytes) {
 
 int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double deadline_s) {
   grpc::ClientContext ctx;
-  if (deadline_s > 0) {
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
-  }
+  // Every RPC is bounded; the daemon keeps running an update whose client
+  // gave up (Abort cancels it).
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
   weightcast::v1::UpdateRequest req;
   req.set_version(version);
   auto reader = stub.Update(&ctx, req);
@@ -212,10 +212,11 @@ int main(int argc, char** argv) {
   c_reg->add_flag("--replace", replace, "drop previously registered tensors");
 
   uint64_t version = 0;
-  double update_deadline = 0;
+  double update_deadline = 3600;
   auto* c_upd = app.add_subcommand("update", "Update and follow its progress");
   c_upd->add_option("--version", version)->required();
-  c_upd->add_option("--deadline", update_deadline, "seconds for the whole update (0: none)");
+  c_upd->add_option("--deadline", update_deadline, "seconds for the whole update")
+      ->capture_default_str();
 
   bool json = false;
   auto* c_status = app.add_subcommand("status", "GetStatus");
@@ -284,7 +285,13 @@ int main(int argc, char** argv) {
     }
     return Report(s, "register");
   }
-  if (*c_upd) return RunUpdate(*stub, version, update_deadline);
+  if (*c_upd) {
+    if (update_deadline <= 0) {
+      std::cerr << "weightcastctl update: --deadline must be positive\n";
+      return kUsage;
+    }
+    return RunUpdate(*stub, version, update_deadline);
+  }
   if (*c_status) {
     grpc::ClientContext ctx;
     unary_ctx(ctx);
