@@ -153,6 +153,10 @@ absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight
     // across restarts), so a stale communicator is never taken for current.
     generation = std::max<uint64_t>(last_gen + 1, absl::ToUnixMillis(absl::Now()));
   }
+  if (fresh && member.generation() != 0) {
+    // The abandoned generation's addresses are of no use to anyone now.
+    (void)store.ErasePrefix(GenerationPrefix(member.generation()));
+  }
   Announcement a{.seq = seq + 1,
                  .generation = generation,
                  .weight_version = weight_version,

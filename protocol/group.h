@@ -41,6 +41,8 @@ class KeyValueStore {
   // Until every key exists; DEADLINE_EXCEEDED naming the missing ones.
   [[nodiscard]] virtual absl::Status Wait(const std::vector<std::string>& keys,
                                           absl::Time deadline) = 0;
+  // Removes every key starting with `prefix`.
+  [[nodiscard]] virtual absl::Status ErasePrefix(const std::string& prefix) = 0;
 };
 
 struct Announcement {
@@ -107,7 +109,8 @@ class GroupMember {
 
 // Coordinator (sender 0): announces the update of `weight_version` and
 // returns the announcement. Starts a new generation when `member` is not
-// healthy or the current generation was marked broken.
+// healthy or the current generation was marked broken, and then erases the
+// abandoned generation's transport keys.
 [[nodiscard]] absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member,
                                                           uint64_t weight_version,
                                                           uint32_t num_senders,

@@ -34,6 +34,13 @@ class MapStore : public KeyValueStore {
       absl::SleepFor(absl::Milliseconds(5));
     }
   }
+  absl::Status ErasePrefix(const std::string& prefix) override {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = kv_.begin(); it != kv_.end();) {
+      it = it->first.rfind(prefix, 0) == 0 ? kv_.erase(it) : std::next(it);
+    }
+    return absl::OkStatus();
+  }
 
  private:
   std::mutex mu_;
@@ -94,13 +101,16 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
   EXPECT_EQ(a2->generation, g1);
   ASSERT_TRUE(coordinator.Join(a2->generation, 2, absl::Now() + absl::Seconds(1)).ok());
   EXPECT_EQ(connected.size(), 1u);
-  // Another rank marks generation 1 broken: the next update re-forms.
+  // Another rank marks generation 1 broken: the next update re-forms, and
+  // the abandoned generation's transport keys are erased.
+  ASSERT_TRUE(store.Set(GenerationPrefix(g1) + "0", "address of rank 0").ok());
   ASSERT_TRUE(store.Set(BrokenKey(g1), "rank 1: peer died").ok());
   auto a3 = AnnounceUpdate(coordinator, 3, 1, 2, "gloo");
   ASSERT_TRUE(a3.ok());
   EXPECT_GT(a3->generation, g1);
   ASSERT_TRUE(coordinator.Join(a3->generation, 2, absl::Now() + absl::Seconds(1)).ok());
   EXPECT_EQ(connected, (std::vector<uint64_t>{g1, a3->generation}));
+  EXPECT_TRUE(absl::IsNotFound(store.Get(GenerationPrefix(g1) + "0").status()));
   // Its own transport failing also re-forms.
   coordinator.AbortTransport();
   auto a4 = AnnounceUpdate(coordinator, 4, 1, 2, "gloo");

@@ -22,6 +22,9 @@ class RendezvousKeyValueStore final : public KeyValueStore {
   absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline) override {
     return client_.Wait(keys, deadline);
   }
+  absl::Status ErasePrefix(const std::string& prefix) override {
+    return client_.ErasePrefix(prefix).status();
+  }
   // Makes pending and later calls return CANCELLED (used by Abort).
   void Cancel() { client_.Cancel(); }
 

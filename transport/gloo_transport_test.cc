@@ -57,8 +57,15 @@ TEST_F(GlooTransportTest, RendezvousStoreSemanticsAndToken) {
   });
   EXPECT_TRUE(c.Wait({"a", "b"}, absl::Now() + absl::Seconds(5)).ok());
   setter.join();
+  ASSERT_TRUE(c.Set("g9/0", "x").ok());
+  ASSERT_TRUE(c.Set("g9/1", "y").ok());
+  EXPECT_EQ(c.ErasePrefix("g9/").value(), 2u);
+  EXPECT_EQ(c.Get("g9/0").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c.Get("a").value(), "1");
+  EXPECT_EQ(c.ErasePrefix("").status().code(), absl::StatusCode::kInvalidArgument);
   RendezvousClient intruder(address_, "wrong");
   EXPECT_EQ(intruder.Set("x", "y").code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(intruder.ErasePrefix("a").status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(RendezvousClient(address_, "").Get("a").status().code(),
             absl::StatusCode::kUnauthenticated);
 }

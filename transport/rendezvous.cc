@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_status.h"
@@ -60,6 +61,21 @@ absl::Status RendezvousStore::Wait(const std::vector<std::string>& keys,
       absl::StrCat("rendezvous: still missing ", absl::StrJoin(missing, ", ")));
 }
 
+absl::StatusOr<uint64_t> RendezvousStore::ErasePrefix(const std::string& prefix) {
+  if (prefix.empty()) return absl::InvalidArgumentError("rendezvous: empty prefix to erase");
+  absl::MutexLock lock(&mu_);
+  uint64_t n = 0;
+  for (auto it = kv_.begin(); it != kv_.end();) {
+    if (absl::StartsWith(it->first, prefix)) {
+      kv_.erase(it++);
+      ++n;
+    } else {
+      ++it;
+    }
+  }
+  return n;
+}
+
 void RendezvousStore::Shutdown() {
   absl::MutexLock lock(&mu_);
   shutdown_ = true;
@@ -99,6 +115,16 @@ grpc::Status RendezvousService::Wait(grpc::ServerContext* ctx, const v1::WaitReq
   deadline = std::min(deadline, absl::FromChrono(ctx->deadline()));
   std::vector<std::string> keys(req->keys().begin(), req->keys().end());
   return ToGrpcStatus(store_->Wait(keys, deadline));
+}
+
+grpc::Status RendezvousService::ErasePrefix(grpc::ServerContext* ctx,
+                                            const v1::ErasePrefixRequest* req,
+                                            v1::ErasePrefixResponse* resp) {
+  if (grpc::Status s = CheckToken(ctx); !s.ok()) return s;
+  absl::StatusOr<uint64_t> n = store_->ErasePrefix(req->prefix());
+  if (!n.ok()) return ToGrpcStatus(n.status());
+  resp->set_erased(*n);
+  return grpc::Status::OK;
 }
 
 absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(
@@ -193,6 +219,17 @@ absl::StatusOr<std::string> RendezvousClient::Get(const std::string& key, absl::
       Call(deadline, [&](grpc::ClientContext& ctx) { return stub_->Get(&ctx, req, &resp); });
   if (!s.ok()) return s;
   return resp.value();
+}
+
+absl::StatusOr<uint64_t> RendezvousClient::ErasePrefix(const std::string& prefix,
+                                                       absl::Time deadline) {
+  v1::ErasePrefixRequest req;
+  req.set_prefix(prefix);
+  v1::ErasePrefixResponse resp;
+  absl::Status s = Call(
+      deadline, [&](grpc::ClientContext& ctx) { return stub_->ErasePrefix(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.erased();
 }
 
 absl::Status RendezvousClient::Wait(const std::vector<std::string>& keys, absl::Time deadline) {

@@ -48,6 +48,8 @@ class RendezvousStore {
   // Until every key exists (OK), the deadline (DEADLINE_EXCEEDED naming the
   // missing keys) or Shutdown (CANCELLED).
   [[nodiscard]] absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline) const;
+  // Removes every key starting with `prefix` (non-empty); returns how many.
+  [[nodiscard]] absl::StatusOr<uint64_t> ErasePrefix(const std::string& prefix);
   void Shutdown();
 
  private:
@@ -67,6 +69,8 @@ class RendezvousService final : public v1::Rendezvous::Service {
                    v1::GetResponse* resp) override;
   grpc::Status Wait(grpc::ServerContext* ctx, const v1::WaitRequest* req,
                     v1::WaitResponse* resp) override;
+  grpc::Status ErasePrefix(grpc::ServerContext* ctx, const v1::ErasePrefixRequest* req,
+                           v1::ErasePrefixResponse* resp) override;
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
@@ -111,6 +115,8 @@ class RendezvousClient {
   // Until every key exists or the deadline; an empty key list checks that
   // the server answers.
   [[nodiscard]] absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline);
+  [[nodiscard]] absl::StatusOr<uint64_t> ErasePrefix(const std::string& prefix,
+                                                     absl::Time deadline = absl::InfiniteFuture());
   // Makes pending and later calls return CANCELLED promptly.
   void Cancel();
 
