@@ -66,6 +66,9 @@ std::string BrokenKey(uint64_t generation);
 std::string ErrorKey(uint64_t seq, int rank);
 std::string GenerationPrefix(uint64_t generation);
 inline constexpr char kSeqKey[] = "seq";
+// Set by sender 0 when its rendezvous starts: a restarted coordinator is a
+// new incarnation whose sequence numbers start again from 1.
+inline constexpr char kIncarnationKey[] = "incarnation";
 
 // Makes the transport of one generation for this rank. It must give up
 // (CANCELLED) soon after `cancelled` becomes true.

@@ -1,6 +1,7 @@
 #include "receiver/checkpoint_sink.h"
 
 #include "absl/strings/str_cat.h"
+
 #include "common/status_macros.h"
 #include "formats/layout.h"
 
@@ -8,6 +9,15 @@ namespace weightcast {
 
 absl::Status CheckpointDirSink::Begin(const GlobalManifest& manifest) {
   Abort();
+  // Versions only move forward here (a restarted sender does not know what
+  // was published): refuse before any byte is written, so this rank votes no
+  // with a reason instead of failing to publish after the vote.
+  absl::StatusOr<uint64_t> latest = CheckpointWriter::ReadLatest(out_root_);
+  if (latest.ok() && manifest.weight_version <= *latest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "version ", manifest.weight_version, " is not newer than the published version ",
+        *latest, " in ", out_root_));
+  }
   std::vector<TensorSpec> specs;
   specs.reserve(manifest.tensors.size());
   for (const ManifestTensor& t : manifest.tensors) specs.push_back(t.spec);

@@ -31,7 +31,10 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions
       }
     }
   }
-  return std::unique_ptr<Receiver>(new Receiver(options, store, std::move(factory), seq));
+  auto r = std::unique_ptr<Receiver>(new Receiver(options, store, std::move(factory), seq));
+  absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey);
+  if (incarnation.ok()) r->incarnation_ = *incarnation;
+  return r;
 }
 
 void Receiver::Stop() {
@@ -55,9 +58,16 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
     }
     if (!absl::IsDeadlineExceeded(a.status())) return a.status();
     // A coordinator that restarted numbers its announcements from 1 again:
-    // follow it rather than wait for a sequence number it will reach late.
-    absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
-    if (last.ok() && *last < seq_) seq_ = *last > 0 ? *last - 1 : 0;
+    // follow the new incarnation from its current announcement rather than
+    // wait for a sequence number it reaches late.
+    absl::StatusOr<std::string> incarnation = store_->Get(kIncarnationKey);
+    if (incarnation.ok() && *incarnation != incarnation_) {
+      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
+      if (last.ok()) {
+        if (!incarnation_.empty()) seq_ = *last > 0 ? *last - 1 : 0;
+        incarnation_ = *incarnation;
+      }
+    }
     if (absl::Now() >= deadline) return std::optional<ReceiveResult>();
   }
 }

@@ -80,6 +80,7 @@ class Receiver {
   KeyValueStore* store_;
   GroupMember member_;
   uint64_t seq_;
+  std::string incarnation_;  // of the coordinator seq_ counts in
   std::atomic<bool> stopped_{false};
 };
 

@@ -94,6 +94,7 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
     ASSIGN_OR_RETURN(std::unique_ptr<RendezvousServer> s,
                      RendezvousServer::Start(config.host, config.port, config.token));
     config.port = s->bound_port();
+    RETURN_IF_ERROR(s->store().Set(kIncarnationKey, absl::StrCat(absl::ToUnixNanos(absl::Now()))));
     server = std::move(s);
   }
   const std::string address = absl::StrCat(config.host, ":", config.port);

@@ -168,3 +168,30 @@ def test_a_receiver_without_the_group_token_is_refused(make_cluster):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1
     assert "UNAUTHENTICATED" in p.stdout + p.stderr
+
+
+def test_receivers_refuse_a_version_that_is_not_newer(make_cluster):
+    """A restarted sender no longer knows what was published: receivers
+    refuse an old version number before writing anything."""
+    import signal
+
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.parts = c.model.split(1)
+    c.start()
+    c.register()
+    c.write_version(5)
+    assert c.update(5)[0].rc == 0
+    c.daemons[0].send_signal(signal.SIGKILL)
+    c.daemons[0].wait()
+    c.daemons.clear()
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    c.shm.clear()
+    c.register()
+    c.write_version(3)
+    r = c.update(3)[0]
+    assert r.rc == 1 and "not newer than the published version 5" in r.out
+    c.verify(1, 5)
+    c.write_version(6)
+    assert c.update(6)[0].rc == 0
+    c.verify(1, 6)
