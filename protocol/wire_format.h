@@ -47,6 +47,12 @@ struct BucketTrailer {
   uint64_t payload_bytes = 0;
 };
 
+// The tag of bucket `bucket` of update `seq` in a partial broadcast
+// (Transport::BroadcastToRanks): unique among the transfers in flight.
+[[nodiscard]] inline uint64_t BucketTag(uint64_t seq, uint32_t bucket) {
+  return ((seq & ((uint64_t{1} << 30) - 1)) << 32) | bucket;
+}
+
 [[nodiscard]] std::array<std::byte, kFrameHeaderBytes> EncodeFrameHeader(const FrameHeader& h);
 // DATA_LOSS on a bad magic, FAILED_PRECONDITION on another protocol version,
 // INVALID_ARGUMENT on a payload larger than kMaxManifestBytes.

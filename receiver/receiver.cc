@@ -143,8 +143,14 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
     const GlobalBucket& b = manifest->buckets[g];
     std::vector<std::byte>& buffer = buffers[g % 2];
     buffer.resize(b.bytes + kBucketTrailerBytes);
-    absl::Status st = transport.Broadcast(buffer.data(), buffer.size(), static_cast<int>(b.root),
-                                          absl::Now() + options_.op_timeout);
+    const absl::Time deadline = absl::Now() + options_.op_timeout;
+    absl::Status st =
+        transport.SupportsPartialBroadcast()
+            ? transport.BroadcastToRanks(buffer.data(), buffer.size(), static_cast<int>(b.root),
+                                         static_cast<int>(a.num_senders), BucketTag(a.seq, g),
+                                         deadline)
+            : transport.Broadcast(buffer.data(), buffer.size(), static_cast<int>(b.root),
+                                  deadline);
     if (!st.ok()) {
       settle();
       return fail(st, begun);

@@ -152,11 +152,20 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
   } else {
     on_event(SourceReleasedEvent{});
   }
-  std::vector<std::byte> scratch;  // other senders' buckets pass through here
+  // With a partial broadcast, buckets go from their sender to the inference
+  // ranks only; otherwise every rank takes part and other senders' buckets
+  // pass through `scratch`.
+  const bool partial = transport.SupportsPartialBroadcast();
+  std::vector<std::byte> scratch;
   size_t own = 0;
+  // Other senders' buckets since this rank's last one: with a partial
+  // broadcast this rank does not take part in them, but the receivers take
+  // them first, so its next send may wait up to one timeout for each.
+  int64_t others_waiting = 0;
   for (uint32_t g = 0; g < global.buckets.size(); ++g) {
     const GlobalBucket& b = global.buckets[g];
     const size_t bytes = b.bytes + kBucketTrailerBytes;
+    if (b.root != static_cast<uint32_t>(rank)) ++others_waiting;
     if (b.root == static_cast<uint32_t>(rank)) {
       absl::StatusOr<std::byte*> buf = packer->Acquire(own);
       if (!buf.ok()) {
@@ -164,13 +173,18 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
         return buf.status();
       }
       if (own + 1 == u.plan->buckets.size()) on_event(SourceReleasedEvent{});
-      RETURN_IF_ERROR(transport.Broadcast(*buf, bytes, rank, absl::Now() + u.op_timeout));
+      const absl::Time deadline =
+          absl::Now() + u.op_timeout * (1 + (partial ? others_waiting : 0));
+      others_waiting = 0;
+      RETURN_IF_ERROR(partial ? transport.BroadcastToRanks(*buf, bytes, rank, u.num_senders,
+                                                           BucketTag(u.seq, g), deadline)
+                              : transport.Broadcast(*buf, bytes, rank, deadline));
       packer->Release(own);
       ++own;
       summary.bytes_sent += b.bytes;
       on_event(BucketSentEvent{.index = g, .num_buckets = summary.num_buckets,
                                .bytes = b.bytes, .root = b.root});
-    } else {
+    } else if (!partial) {
       scratch.resize(std::max(scratch.size(), bytes));
       RETURN_IF_ERROR(transport.Broadcast(scratch.data(), bytes, static_cast<int>(b.root),
                                           absl::Now() + u.op_timeout));

@@ -165,6 +165,32 @@ absl::Status GlooTransport::Broadcast(void* data, size_t bytes, int root, absl::
                                rank_, ")"));
 }
 
+absl::Status GlooTransport::BroadcastToRanks(void* data, size_t bytes, int root,
+                                             int first_receiver, uint64_t tag,
+                                             absl::Time deadline) {
+  if (!healthy()) return aborted_ ? absl::AbortedError("transport aborted")
+                                  : absl::FailedPreconditionError("transport is broken");
+  if (root < 0 || root >= world_size_ || first_receiver <= root ||
+      first_receiver > world_size_ || (rank_ != root && rank_ < first_receiver)) {
+    return absl::InvalidArgumentError(absl::StrCat("partial broadcast from rank ", root,
+                                                   " to ranks >= ", first_receiver,
+                                                   " called on rank ", rank_));
+  }
+  if (bytes == 0) return absl::OkStatus();
+  if (data == nullptr) return absl::InvalidArgumentError("broadcast of a null buffer");
+  // Tagged slots live apart from the collective counter (high bit set), so
+  // ranks that skip a partial broadcast stay in step for everything else.
+  const uint64_t slot = (uint64_t{1} << 63) | tag;
+  auto buf = context_->createUnboundBuffer(data, bytes);
+  std::vector<int> to;
+  if (rank_ == root) {
+    for (int r = first_receiver; r < world_size_; ++r) to.push_back(r);
+  }
+  return Exchange(*buf, to, rank_ == root ? -1 : root, slot, deadline,
+                  absl::StrCat("broadcast of ", bytes, " bytes from rank ", root, " (at rank ",
+                               rank_, ")"));
+}
+
 absl::StatusOr<int64_t> GlooTransport::AllReduceMin(int64_t value, absl::Time deadline) {
   if (!healthy()) return aborted_ ? absl::AbortedError("transport aborted")
                                   : absl::FailedPreconditionError("transport is broken");

@@ -49,6 +49,9 @@ class GlooTransport final : public Transport {
   bool IsDeviceMemory() const override { return false; }
   absl::Status Broadcast(void* data, size_t bytes, int root, absl::Time deadline) override;
   absl::StatusOr<int64_t> AllReduceMin(int64_t value, absl::Time deadline) override;
+  bool SupportsPartialBroadcast() const override { return true; }
+  absl::Status BroadcastToRanks(void* data, size_t bytes, int root, int first_receiver,
+                                uint64_t tag, absl::Time deadline) override;
   void Abort() override;
   bool healthy() const override { return healthy_ && !aborted_; }
 

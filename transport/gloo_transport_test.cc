@@ -125,6 +125,40 @@ TEST_F(GlooTransportTest, BroadcastsEverySizeFromEveryRoot) {
   EXPECT_EQ(g[0]->Broadcast(nullptr, 8, 5, absl::Now()).code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(GlooTransportTest, PartialBroadcastSkipsTheOtherSendersAndKeepsStep) {
+  auto g = Group(4, "gp/");  // ranks 0, 1 are senders; 2, 3 receive
+  for (int round = 0; round < 3; ++round) {
+    for (int root = 0; root < 2; ++root) {
+      std::vector<std::vector<uint8_t>> bufs(4, std::vector<uint8_t>(5000 + round));
+      std::iota(bufs[root].begin(), bufs[root].end(), static_cast<uint8_t>(root + 3 * round));
+      std::vector<std::thread> threads;
+      for (int r : {root, 2, 3}) {
+        threads.emplace_back([&, r] {
+          absl::Status s = g[r]->BroadcastToRanks(bufs[r].data(), bufs[r].size(), root, 2,
+                                                  round * 2 + root, absl::Now() + absl::Seconds(10));
+          EXPECT_TRUE(s.ok()) << s;
+        });
+      }
+      for (auto& t : threads) t.join();
+      EXPECT_EQ(bufs[2], bufs[root]);
+      EXPECT_EQ(bufs[3], bufs[root]);
+      EXPECT_NE(bufs[1 - root], bufs[root]);  // the other sender took no part
+    }
+  }
+  // The full-group collectives are still in step afterwards.
+  std::vector<int64_t> mins(4);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 4; ++r) {
+    threads.emplace_back([&, r] { mins[r] = *g[r]->AllReduceMin(10 + r, absl::Now() + absl::Seconds(5)); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mins, (std::vector<int64_t>{10, 10, 10, 10}));
+  // A sender may not receive another sender's partial broadcast.
+  uint8_t x = 0;
+  EXPECT_EQ(g[1]->BroadcastToRanks(&x, 1, 0, 2, 99, absl::Now()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(GlooTransportTest, ARankThatNeverJoinsFailsConnectInTime) {
   RendezvousClient c(address_, "secret");
   const absl::Time t0 = absl::Now();

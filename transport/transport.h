@@ -41,6 +41,22 @@ class Transport {
   [[nodiscard]] virtual absl::Status Broadcast(void* data, size_t bytes, int root,
                                                absl::Time deadline) = 0;
 
+  // Whether BroadcastToRanks works (point-to-point transports such as gloo;
+  // NCCL would need a sub-communicator per sender).
+  [[nodiscard]] virtual bool SupportsPartialBroadcast() const { return false; }
+
+  // Broadcasts from `root` to the ranks [first_receiver, world_size) only;
+  // the ranks between (the other senders) do not take part and do not call.
+  // `tag` identifies the transfer on both sides (it must be unique among
+  // partial broadcasts in flight, e.g. update and bucket). Same error
+  // contract as Broadcast. FAILED_PRECONDITION unless
+  // SupportsPartialBroadcast().
+  [[nodiscard]] virtual absl::Status BroadcastToRanks(void* data, size_t bytes, int root,
+                                                      int first_receiver, uint64_t tag,
+                                                      absl::Time deadline) {
+    return absl::FailedPreconditionError("this transport has no partial broadcast");
+  }
+
   // Every rank contributes `value`; every rank gets the minimum. Used for the
   // commit vote (1 = ok, 0 = failed). Same error contract as Broadcast.
   [[nodiscard]] virtual absl::StatusOr<int64_t> AllReduceMin(int64_t value,
