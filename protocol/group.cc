@@ -1,6 +1,9 @@
 #include "protocol/group.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <random>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -56,6 +59,16 @@ std::string UpdateKey(uint64_t v) { return absl::StrCat("update/", v); }
 std::string BrokenKey(uint64_t g) { return absl::StrCat("broken/", g); }
 std::string ErrorKey(uint64_t seq, int rank) { return absl::StrCat("error/", seq, "/", rank); }
 std::string GenerationPrefix(uint64_t g) { return absl::StrCat("g", g, "/"); }
+std::string MemberKey(uint64_t g, int rank) {
+  return absl::StrCat(GenerationPrefix(g), "member/", rank);
+}
+std::string DoneKey(uint64_t seq) { return absl::StrCat("done/", seq); }
+
+GroupMember::GroupMember(KeyValueStore* store, TransportFactory factory, int rank)
+    : store_(store), factory_(std::move(factory)), rank_(rank) {
+  std::random_device rd;
+  instance_ = absl::StrCat(::getpid(), "-", rd(), rd());
+}
 
 absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size,
                                              absl::Time deadline) {
@@ -69,6 +82,16 @@ absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size
   }
   if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted"));
   generation_ = generation;
+  absl::StatusOr<std::string> member = store_->Get(MemberKey(generation, rank_));
+  if (member.ok() && *member != instance_) {
+    absl::Status s = absl::AbortedError(absl::StrCat(
+        "rank ", rank_, ": generation ", generation,
+        " already had this rank from an earlier process; waiting for the next one"));
+    MarkBroken(s);
+    return s;
+  }
+  if (!member.ok() && !absl::IsNotFound(member.status())) return member.status();
+  RETURN_IF_ERROR(store_->Set(MemberKey(generation, rank_), instance_));
   absl::StatusOr<std::unique_ptr<Transport>> t =
       factory_(generation, rank_, world_size, deadline, cancelled_);
   if (!t.ok()) {

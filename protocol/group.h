@@ -65,6 +65,12 @@ std::string UpdateKey(uint64_t weight_version);
 std::string BrokenKey(uint64_t generation);
 std::string ErrorKey(uint64_t seq, int rank);
 std::string GenerationPrefix(uint64_t generation);
+// "<gen prefix>member/<rank>" = the joining process's instance id: a rank
+// never joins a generation an earlier process of the same rank was part of
+// (its peers hold connections to the dead one).
+std::string MemberKey(uint64_t generation, int rank);
+// Set by sender 0 when update `seq` has ended (committed or failed).
+std::string DoneKey(uint64_t seq);
 inline constexpr char kSeqKey[] = "seq";
 // Set by sender 0 when its rendezvous starts: a restarted coordinator is a
 // new incarnation whose sequence numbers start again from 1.
@@ -80,11 +86,12 @@ using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<Transport>
 // Not thread-safe except AbortTransport(), which any thread may call.
 class GroupMember {
  public:
-  GroupMember(KeyValueStore* store, TransportFactory factory, int rank)
-      : store_(store), factory_(std::move(factory)), rank_(rank) {}
+  GroupMember(KeyValueStore* store, TransportFactory factory, int rank);
 
   // The transport of `generation`, connecting a new one (and dropping the old)
-  // when the generation changed or the current one is broken.
+  // when the generation changed or the current one is broken. ABORTED (and
+  // the generation marked broken) when another process of this rank joined
+  // it before.
   [[nodiscard]] absl::StatusOr<Transport*> Join(uint64_t generation, int world_size,
                                                 absl::Time deadline);
   // Records that the current generation is broken ("broken/<gen>") with the
@@ -99,11 +106,14 @@ class GroupMember {
   [[nodiscard]] uint64_t generation() const { return generation_; }
   [[nodiscard]] int rank() const { return rank_; }
   [[nodiscard]] KeyValueStore* store() const { return store_; }
+  // This process's id in MemberKey entries.
+  [[nodiscard]] const std::string& instance() const { return instance_; }
 
  private:
   KeyValueStore* store_;
   TransportFactory factory_;
   int rank_;
+  std::string instance_;
   uint64_t generation_ = 0;
   std::shared_ptr<Transport> transport_;
   std::atomic<bool> cancelled_{false};

@@ -150,6 +150,23 @@ TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
             absl::StatusCode::kDeadlineExceeded);
 }
 
+TEST(GroupTest, ARestartedRankNeverJoinsAGenerationItsPredecessorWasIn) {
+  MapStore store;
+  auto factory = [](uint64_t, int rank, int world, absl::Time,
+                    const std::atomic<bool>&) -> absl::StatusOr<std::unique_ptr<Transport>> {
+    return std::make_unique<FakeTransport>(rank, world);
+  };
+  GroupMember first(&store, factory, 3);
+  ASSERT_TRUE(first.Join(7, 4, absl::Now() + absl::Seconds(1)).ok());
+  EXPECT_EQ(store.Get(MemberKey(7, 3)).value(), first.instance());
+  GroupMember restarted(&store, factory, 3);  // the same rank, a new process
+  EXPECT_NE(restarted.instance(), first.instance());
+  auto t = restarted.Join(7, 4, absl::Now() + absl::Seconds(1));
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kAborted);
+  EXPECT_TRUE(store.Get(BrokenKey(7)).ok());
+  EXPECT_TRUE(restarted.Join(8, 4, absl::Now() + absl::Seconds(1)).ok());
+}
+
 TEST(GroupTest, JoinFailureMarksTheGenerationBroken) {
   MapStore store;
   GroupMember m(&store,

@@ -20,12 +20,19 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions
   }
   ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(*store));
   if (seq > 0) {
-    // Whatever generation is current did not include this process: make
-    // the coordinator re-form the group at the next update.
     absl::StatusOr<std::string> text = store->Get(AnnounceKey(seq));
-    if (text.ok()) {
-      absl::StatusOr<Announcement> a = DecodeAnnouncement(*text);
-      if (a.ok()) {
+    absl::StatusOr<Announcement> a =
+        text.ok() ? DecodeAnnouncement(*text) : absl::StatusOr<Announcement>(text.status());
+    if (a.ok()) {
+      const bool in_flight = absl::IsNotFound(store->Get(DoneKey(seq)).status());
+      const bool was_member = store->Get(MemberKey(a->generation, options.rank)).ok();
+      if (in_flight && !was_member) {
+        // An update announced while this process started, whose group this
+        // rank has not joined yet: take part in it.
+        --seq;
+      } else {
+        // The current generation included an earlier process of this rank
+        // (or is over): have the coordinator re-form at the next update.
         RETURN_IF_ERROR(store->Set(BrokenKey(a->generation),
                                    absl::StrCat("rank ", options.rank, " (re)joined")));
       }

@@ -202,6 +202,15 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
               ? AnnounceUpdate(*member, version, config.num_senders, world, config.transport)
               : AwaitUpdate(*store, version, last_seq, absl::Now() + timeout);
       if (!a.ok()) return a.status();
+      // However this update ends, sender 0 records that it ended, so a
+      // receiver starting later does not try to join it.
+      struct DoneMarker {
+        KeyValueStore* store;
+        uint64_t seq;
+        ~DoneMarker() {
+          if (store != nullptr) (void)store->Set(DoneKey(seq), "ended");
+        }
+      } done{config.sender_rank == 0 ? store.get() : nullptr, a->seq};
       {
         absl::MutexLock lock(&mu_);
         last_seq_ = a->seq;
