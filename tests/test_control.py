@@ -162,9 +162,11 @@ def test_daemon_applies_a_text_proto_init_config(tmp_path):
         for _ in range(100):
             p = subprocess.run([ctl, "--addr", sock, "status", "--json"], capture_output=True,
                                text=True)
-            if p.returncode == 0:
+            if p.returncode == 0 or d.poll() is not None:
                 break
             time.sleep(0.1)
+        assert p.returncode == 0, (p.stdout, p.stderr, d.poll(),
+                                   d.stdout.read() if d.poll() is not None else "running")
         st = json.loads(p.stdout)
         assert st["state"] == "idle" and st["world_size"] == 24 and st["rank"] == 0
     finally:
