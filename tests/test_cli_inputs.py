@@ -1,0 +1,49 @@
+"""Bad input to the command-line tools: clear messages, stable exit codes."""
+
+import os
+import shutil
+import subprocess
+
+from weightcast_testing.cluster import REPO, default_bin_dir
+
+MODELS = os.path.join(REPO, "tests", "golden", "models")
+
+
+def run(name, *args):
+    return subprocess.run([os.path.join(default_bin_dir(), name), *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_convert_reports_bad_input_and_converts_good(tmp_path):
+    p = run("weightcast-convert", "--in", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert p.returncode == 1 and "missing" in p.stderr
+    src = os.path.join(MODELS, "qwen3_moe", "state_dict")
+    cfg = os.path.join(MODELS, "qwen3_moe", "config.json")
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--family", "gpt_oss")
+    assert p.returncode == 2 and "gpt_oss" in p.stderr
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg)
+    assert p.returncode == 2 and "is in the fused layout" in p.stderr  # default per-expert
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg,
+            "--source-layout", "fused", "--vllm-rank", "0", "3", "0", "1")
+    assert p.returncode == 2 and "not divisible by tp 3" in p.stderr
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg,
+            "--source-layout", "fused")
+    assert p.returncode == 0 and os.path.isdir(tmp_path / "o" / "step_1")
+    # A truncated shard is refused, naming the file.
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    shard = bad / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    p = run("weightcast-convert", "--in", str(bad), "--out", str(tmp_path / "o2"))
+    assert p.returncode == 2 and "model.safetensors" in p.stderr and "truncated" in p.stderr
+
+
+def test_recv_refuses_bad_flags(tmp_path):
+    p = run("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "1", "--out",
+            str(tmp_path), "--layout", "sideways")
+    assert p.returncode == 2 and "--layout" in p.stderr
+    p = run("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "0", "--out",
+            str(tmp_path))
+    assert p.returncode == 2
+    p = run("weightcast-recv", "--out", str(tmp_path))
+    assert p.returncode != 0 and "rendezvous" in (p.stdout + p.stderr)
