@@ -111,9 +111,6 @@ def test_sender_daemon_restart_is_followed_by_running_receivers(make_cluster):
     """The coordinator (sender 0, which also serves the rendezvous) dies and
     is restarted by its supervisor; the receivers keep running and take the
     next version from the new incarnation."""
-    import signal
-    import subprocess
-
     c = make_cluster(num_senders=1, num_receivers=2)
     c.parts = c.model.split(1)
     c.start()
@@ -121,13 +118,7 @@ def test_sender_daemon_restart_is_followed_by_running_receivers(make_cluster):
     for v in (1, 2, 3):
         c.write_version(v)
         assert all(r.rc == 0 for r in c.update(v))
-    c.daemons[0].send_signal(signal.SIGKILL)
-    c.daemons[0].wait()
-    c.daemons.clear()
-    c.start_daemons()
-    assert c.init(0).rc == 0
-    c.shm.clear()
-    c.register()
+    c.crash_and_restart_senders()
     c.write_version(4)
     res = c.update(4)
     assert res[0].rc == 0, res[0].out + res[0].err
@@ -181,13 +172,7 @@ def test_receivers_refuse_a_version_that_is_not_newer(make_cluster):
     c.register()
     c.write_version(5)
     assert c.update(5)[0].rc == 0
-    c.daemons[0].send_signal(signal.SIGKILL)
-    c.daemons[0].wait()
-    c.daemons.clear()
-    c.start_daemons()
-    assert c.init(0).rc == 0
-    c.shm.clear()
-    c.register()
+    c.crash_and_restart_senders()
     c.write_version(3)
     r = c.update(3)[0]
     assert r.rc == 1 and "not newer than the published version 5" in r.out

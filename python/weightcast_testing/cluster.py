@@ -144,6 +144,23 @@ class Cluster:
         for j in range(self.num_receivers):
             self.start_receiver(self.num_senders + j)
 
+    def crash_and_restart_senders(self) -> None:
+        """Kills every sender daemon (SIGKILL, as a crash), starts them again
+        as a supervisor would, re-initializes and re-registers (a new daemon
+        knows nothing of the old one's registrations). Receivers keep running."""
+        for d in self.daemons:
+            d.send_signal(signal.SIGKILL)
+            d.wait()
+        self.daemons.clear()
+        self.start_daemons()
+        for s in range(self.num_senders):
+            r = self.init(s)
+            assert r.rc == 0, r.err
+        for f in self.shm:
+            f.close()
+        self.shm.clear()
+        self.register()
+
     # ---- the trainer's side ----------------------------------------------
     def register(self) -> None:
         for s, part in enumerate(self.parts):
