@@ -8,6 +8,8 @@
 #include <gloo/transport/unbound_buffer.h>
 
 #include <algorithm>
+#include <csignal>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -55,6 +57,11 @@ class StoreAdapter : public gloo::rendezvous::Store {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GlooTransport>> GlooTransport::Connect(const GlooOptions& o) {
+  // gloo writes to its sockets without MSG_NOSIGNAL: a peer that closed its
+  // end (it died, or aborted) would kill this process with SIGPIPE instead of
+  // failing the write with EPIPE. Ignore SIGPIPE, as network daemons do.
+  static std::once_flag sigpipe_once;
+  std::call_once(sigpipe_once, [] { std::signal(SIGPIPE, SIG_IGN); });
   if (o.rendezvous == nullptr || o.world_size < 2 || o.rank < 0 || o.rank >= o.world_size) {
     return absl::InvalidArgumentError(absl::StrCat("gloo: rank ", o.rank, " of world ",
                                                    o.world_size, " (needs a rendezvous)"));
@@ -94,6 +101,8 @@ GlooTransport::~GlooTransport() {
     if (context_) context_->closeConnections();
   } catch (...) {
   }
+  context_.reset();  // pairs first, then the buffers they may point at
+  graveyard_.clear();
 }
 
 absl::Status GlooTransport::Fail(absl::Status s) {
@@ -102,23 +111,23 @@ absl::Status GlooTransport::Fail(absl::Status s) {
   return s;
 }
 
-absl::Status GlooTransport::Exchange(gloo::transport::UnboundBuffer& buf,
+absl::Status GlooTransport::Exchange(std::unique_ptr<gloo::transport::UnboundBuffer> buf,
                                      const std::vector<int>& to, int from, uint64_t slot,
                                      absl::Time deadline, const std::string& what) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (aborted_) return absl::AbortedError("transport aborted");
-    active_ = &buf;
+    active_ = buf.get();
   }
   absl::Status result;
   try {
-    for (int r : to) buf.send(r, slot);
-    if (from >= 0) buf.recv(from, slot);
+    for (int r : to) buf->send(r, slot);
+    if (from >= 0) buf->recv(from, slot);
     for (size_t i = 0; i < to.size() && result.ok(); ++i) {
       int peer = -1;
-      if (!buf.waitSend(&peer, Remaining(deadline))) result = absl::AbortedError("aborted");
+      if (!buf->waitSend(&peer, Remaining(deadline))) result = absl::AbortedError("aborted");
     }
-    if (result.ok() && from >= 0 && !buf.waitRecv(nullptr, Remaining(deadline))) {
+    if (result.ok() && from >= 0 && !buf->waitRecv(nullptr, Remaining(deadline))) {
       result = absl::AbortedError("aborted");
     }
   } catch (const std::exception& e) {
@@ -128,20 +137,26 @@ absl::Status GlooTransport::Exchange(gloo::transport::UnboundBuffer& buf,
     result = timeout ? absl::DeadlineExceededError(absl::StrCat(what, ": timed out (", m, ")"))
                      : absl::UnavailableError(absl::StrCat(what, ": ", m));
   }
+  if (result.ok()) {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = nullptr;
+    return absl::OkStatus();
+  }
+  // Close our pairs here, on the thread whose buffer may still be pending on
+  // them (so nothing lands in the caller's memory after we return), and so
+  // that peers blocked on us fail now rather than at their deadline. The
+  // buffer object is kept until the context is gone.
+  try {
+    context_->closeConnections();
+  } catch (...) {
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     active_ = nullptr;
+    graveyard_.push_back(std::move(buf));
   }
-  if (!result.ok()) {
-    if (aborted_) return Fail(absl::AbortedError(absl::StrCat(what, ": aborted")));
-    // Close our pairs so peers blocked on us fail now, not at their deadline.
-    try {
-      context_->closeConnections();
-    } catch (...) {
-    }
-    return Fail(result);
-  }
-  return absl::OkStatus();
+  if (aborted_) return Fail(absl::AbortedError(absl::StrCat(what, ": aborted")));
+  return Fail(result);
 }
 
 absl::Status GlooTransport::Broadcast(void* data, size_t bytes, int root, absl::Time deadline) {
@@ -160,7 +175,7 @@ absl::Status GlooTransport::Broadcast(void* data, size_t bytes, int root, absl::
       if (r != root) to.push_back(r);
     }
   }
-  return Exchange(*buf, to, rank_ == root ? -1 : root, slot, deadline,
+  return Exchange(std::move(buf), to, rank_ == root ? -1 : root, slot, deadline,
                   absl::StrCat("broadcast of ", bytes, " bytes from rank ", root, " (at rank ",
                                rank_, ")"));
 }
@@ -186,7 +201,7 @@ absl::Status GlooTransport::BroadcastToRanks(void* data, size_t bytes, int root,
   if (rank_ == root) {
     for (int r = first_receiver; r < world_size_; ++r) to.push_back(r);
   }
-  return Exchange(*buf, to, rank_ == root ? -1 : root, slot, deadline,
+  return Exchange(std::move(buf), to, rank_ == root ? -1 : root, slot, deadline,
                   absl::StrCat("broadcast of ", bytes, " bytes from rank ", root, " (at rank ",
                                rank_, ")"));
 }
@@ -200,14 +215,14 @@ absl::StatusOr<int64_t> GlooTransport::AllReduceMin(int64_t value, absl::Time de
   if (rank_ == 0) {
     std::vector<int64_t> all(world_size_, value);
     for (int r = 1; r < world_size_; ++r) {
-      auto buf = context_->createUnboundBuffer(&all[r], sizeof(int64_t));
-      absl::Status s = Exchange(*buf, {}, r, slot, deadline, absl::StrCat(what, " from rank ", r));
+      absl::Status s = Exchange(context_->createUnboundBuffer(&all[r], sizeof(int64_t)), {}, r,
+                                slot, deadline, absl::StrCat(what, " from rank ", r));
       if (!s.ok()) return s;
     }
     value = *std::min_element(all.begin(), all.end());
   } else {
-    auto buf = context_->createUnboundBuffer(&value, sizeof(int64_t));
-    absl::Status s = Exchange(*buf, {0}, -1, slot, deadline, what);
+    absl::Status s = Exchange(context_->createUnboundBuffer(&value, sizeof(int64_t)), {0}, -1,
+                              slot, deadline, what);
     if (!s.ok()) return s;
   }
   absl::Status s = Broadcast(&value, sizeof(value), 0, deadline);
@@ -219,9 +234,13 @@ void GlooTransport::Abort() {
   std::lock_guard<std::mutex> lock(mu_);
   if (aborted_.exchange(true)) return;
   if (active_ != nullptr) {
+    // Wake the operation in progress; its own thread then closes the pairs
+    // (closing them under a pending buffer from here would race with it).
     active_->abortWaitRecv();
     active_->abortWaitSend();
+    return;
   }
+  // Nothing in flight (and nothing can start: aborted_ is set under mu_).
   try {
     context_->closeConnections();
   } catch (...) {

@@ -1,6 +1,9 @@
 // GlooTransport: the CPU data plane. gloo's TCP pairs between every two
 // ranks (full mesh over the group rendezvous), host memory.
 //
+// Connect() sets SIGPIPE to be ignored process-wide: gloo writes to sockets
+// without MSG_NOSIGNAL, and a dead peer must fail a write, not kill us.
+//
 // Broadcast is one-to-all from the root over gloo unbound buffers (what
 // gloo's own broadcast does), waited on with deadlines; Abort() wakes a
 // blocked wait at once (gloo's abortWaitRecv/abortWaitSend) and closes the
@@ -12,17 +15,17 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "transport/rendezvous.h"
 #include "transport/transport.h"
 
+#include <gloo/transport/unbound_buffer.h>
+
 namespace gloo {
 class Context;
-namespace transport {
-class UnboundBuffer;
-}
 }  // namespace gloo
 
 namespace weightcast {
@@ -60,7 +63,8 @@ class GlooTransport final : public Transport {
       : context_(std::move(ctx)), rank_(rank), world_size_(world) {}
   // Sends `buf` to `to` ranks / receives it from `from`, waiting until the
   // deadline; the error names `what`.
-  absl::Status Exchange(gloo::transport::UnboundBuffer& buf, const std::vector<int>& to, int from,
+  absl::Status Exchange(std::unique_ptr<gloo::transport::UnboundBuffer> buf,
+                        const std::vector<int>& to, int from,
                         uint64_t slot, absl::Time deadline, const std::string& what);
   absl::Status Fail(absl::Status s);
 
@@ -70,8 +74,11 @@ class GlooTransport final : public Transport {
   uint64_t next_slot_ = 1;
   std::atomic<bool> healthy_{true};
   std::atomic<bool> aborted_{false};
-  std::mutex mu_;  // guards active_
+  std::mutex mu_;  // guards active_ and graveyard_
   gloo::transport::UnboundBuffer* active_ = nullptr;
+  // Buffers of failed operations: pairs may still point at them until the
+  // context is destroyed, so they outlive it.
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> graveyard_;
 };
 
 }  // namespace weightcast
