@@ -8,12 +8,10 @@
 // writes ROOT/step_1. Exit codes: 0 ok, 1 conversion failed, 2 bad usage.
 #include <cstdio>
 #include <fstream>
-#include <map>
 
 #include <CLI/CLI.hpp>
 
 #include "common/checkpoint.h"
-#include "common/safetensors.h"
 #include "kernels/pack_reference.h"
 #include "formats/layout.h"
 #include "formats/vllm_layout.h"
@@ -49,18 +47,9 @@ int main(int argc, char** argv) {
   if (!spec.ok()) return fail(spec.status());
   auto dir = weightcast::CheckpointDir::Open(in);
   if (!dir.ok()) return fail(dir.status());
-  std::map<std::string, weightcast::SafetensorsFile> files;
+  std::vector<weightcast::HostSource> sources = dir->sources();
   std::vector<weightcast::TensorSpec> specs;
-  std::vector<weightcast::HostSource> sources;
-  for (const auto& t : dir->tensors()) {
-    if (!files.count(t.path)) {
-      auto file = weightcast::SafetensorsFile::Open(t.path);
-      if (!file.ok()) return fail(file.status());
-      files.emplace(t.path, *std::move(file));
-    }
-    specs.push_back(t.spec);
-    sources.push_back({t.spec, files.at(t.path).file()->data() + t.file_offset});
-  }
+  for (const auto& src : sources) specs.push_back(src.spec);
   std::string config = dir->config_json();
   if (!config_path.empty()) {
     std::ifstream cfg(config_path);

@@ -83,14 +83,15 @@ absl::StatusOr<CheckpointDir> CheckpointDir::Open(const std::string& dir) {
   absl::flat_hash_map<std::string, std::string> file_of;
   for (const std::string& shard : shards) {
     ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(shard));
+    out.files_.push_back(f.file());
     for (const SafetensorsTensor& t : f.tensors()) {
       auto [it, fresh] = file_of.emplace(t.spec.name, shard);
       if (!fresh) {
         return absl::InvalidArgumentError(absl::StrCat("tensor '", t.spec.name, "' is in both ",
                                                        it->second, " and ", shard));
       }
-      out.tensors_.push_back(
-          CheckpointTensor{.spec = t.spec, .path = shard, .file_offset = t.file_offset});
+      out.tensors_.push_back(CheckpointTensor{
+          .spec = t.spec, .path = shard, .file_offset = t.file_offset, .data = t.data});
     }
   }
   const std::string index_path = dir + "/model.safetensors.index.json";
@@ -127,6 +128,13 @@ absl::StatusOr<CheckpointDir> CheckpointDir::Open(const std::string& dir) {
       return absl::InvalidArgumentError(absl::StrCat(config_path, ": not a JSON object"));
     }
   }
+  return out;
+}
+
+std::vector<HostSource> CheckpointDir::sources() const {
+  std::vector<HostSource> out;
+  out.reserve(tensors_.size());
+  for (const CheckpointTensor& t : tensors_) out.push_back(HostSource{t.spec, t.data});
   return out;
 }
 

@@ -25,6 +25,7 @@ struct CheckpointTensor {
   TensorSpec spec;
   std::string path;          // the shard file
   uint64_t file_offset = 0;  // absolute offset of its bytes in that file
+  const std::byte* data = nullptr;  // in the shard's mapping (kept by the dir)
 };
 
 class CheckpointDir {
@@ -37,8 +38,11 @@ class CheckpointDir {
   // Shards sorted by file name, tensors in file order.
   [[nodiscard]] const std::vector<CheckpointTensor>& tensors() const { return tensors_; }
   [[nodiscard]] const std::string& config_json() const { return config_json_; }
+  // The tensors as sources for the packer, valid while this object lives.
+  [[nodiscard]] std::vector<HostSource> sources() const;
 
  private:
+  std::vector<std::shared_ptr<MappedFile>> files_;  // keeps `data` valid
   std::vector<CheckpointTensor> tensors_;
   std::string config_json_;
 };

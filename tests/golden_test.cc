@@ -10,7 +10,6 @@
 #include <map>
 
 #include "common/checkpoint.h"
-#include "common/safetensors.h"
 #include "formats/layout.h"
 #include "gtest/gtest.h"
 #include "kernels/fp8_reference.h"
@@ -37,7 +36,6 @@ std::string ReadFile(const std::string& path) {
 
 struct Loaded {
   CheckpointDir dir;
-  std::vector<SafetensorsFile> files;
   std::vector<TensorSpec> specs;
   std::vector<HostSource> sources;
 };
@@ -45,19 +43,9 @@ struct Loaded {
 Loaded Load(const std::string& dir) {
   auto d = CheckpointDir::Open(dir);
   EXPECT_TRUE(d.ok()) << d.status();
-  Loaded l{*d, {}, {}, {}};
-  std::map<std::string, size_t> file_index;
-  for (const CheckpointTensor& t : l.dir.tensors()) {
-    if (!file_index.count(t.path)) {
-      file_index[t.path] = l.files.size();
-      l.files.push_back(*SafetensorsFile::Open(t.path));
-    }
-  }
-  for (const CheckpointTensor& t : l.dir.tensors()) {
-    const SafetensorsFile& f = l.files[file_index[t.path]];
-    l.specs.push_back(t.spec);
-    l.sources.push_back({t.spec, f.file()->data() + t.file_offset});
-  }
+  Loaded l{*d, {}, {}};
+  l.sources = l.dir.sources();
+  for (const HostSource& s : l.sources) l.specs.push_back(s.spec);
   return l;
 }
 
