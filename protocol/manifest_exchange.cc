@@ -56,4 +56,15 @@ absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport, uint32_t 
   return MergeManifests(std::move(parts));
 }
 
+absl::Status BroadcastBucket(Transport& transport, void* data, size_t bytes, uint32_t root,
+                             uint32_t num_senders, uint64_t seq, uint32_t bucket,
+                             absl::Time deadline) {
+  if (transport.SupportsPartialBroadcast()) {
+    return transport.BroadcastToRanks(data, bytes, static_cast<int>(root),
+                                      static_cast<int>(num_senders), BucketTag(seq, bucket),
+                                      deadline);
+  }
+  return transport.Broadcast(data, bytes, static_cast<int>(root), deadline);
+}
+
 }  // namespace weightcast

@@ -22,6 +22,14 @@ namespace weightcast {
                                                                const SenderManifest* mine,
                                                                absl::Duration op_timeout);
 
+// Moves one bucket (payload + trailer) from its sender `root`: to the
+// inference ranks only where the transport has a partial broadcast (then
+// the other senders do not call), else to every rank. Used by both sides so
+// they always agree on the mode and the tag.
+[[nodiscard]] absl::Status BroadcastBucket(Transport& transport, void* data, size_t bytes,
+                                           uint32_t root, uint32_t num_senders, uint64_t seq,
+                                           uint32_t bucket, absl::Time deadline);
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_PROTOCOL_MANIFEST_EXCHANGE_H_

@@ -150,14 +150,9 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
     const GlobalBucket& b = manifest->buckets[g];
     std::vector<std::byte>& buffer = buffers[g % 2];
     buffer.resize(b.bytes + kBucketTrailerBytes);
-    const absl::Time deadline = absl::Now() + options_.op_timeout;
-    absl::Status st =
-        transport.SupportsPartialBroadcast()
-            ? transport.BroadcastToRanks(buffer.data(), buffer.size(), static_cast<int>(b.root),
-                                         static_cast<int>(a.num_senders), BucketTag(a.seq, g),
-                                         deadline)
-            : transport.Broadcast(buffer.data(), buffer.size(), static_cast<int>(b.root),
-                                  deadline);
+    absl::Status st = BroadcastBucket(transport, buffer.data(), buffer.size(), b.root,
+                                      a.num_senders, a.seq, g,
+                                      absl::Now() + options_.op_timeout);
     if (!st.ok()) {
       settle();
       return fail(st, begun);

@@ -176,9 +176,8 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
       const absl::Time deadline =
           absl::Now() + u.op_timeout * (1 + (partial ? others_waiting : 0));
       others_waiting = 0;
-      RETURN_IF_ERROR(partial ? transport.BroadcastToRanks(*buf, bytes, rank, u.num_senders,
-                                                           BucketTag(u.seq, g), deadline)
-                              : transport.Broadcast(*buf, bytes, rank, deadline));
+      RETURN_IF_ERROR(
+          BroadcastBucket(transport, *buf, bytes, b.root, u.num_senders, u.seq, g, deadline));
       packer->Release(own);
       ++own;
       summary.bytes_sent += b.bytes;
@@ -186,8 +185,8 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
                                .bytes = b.bytes, .root = b.root});
     } else if (!partial) {
       scratch.resize(std::max(scratch.size(), bytes));
-      RETURN_IF_ERROR(transport.Broadcast(scratch.data(), bytes, static_cast<int>(b.root),
-                                          absl::Now() + u.op_timeout));
+      RETURN_IF_ERROR(BroadcastBucket(transport, scratch.data(), bytes, b.root, u.num_senders,
+                                      u.seq, g, absl::Now() + u.op_timeout));
     }
   }
   packer.reset();
