@@ -28,14 +28,6 @@ NVCC_FLAGS = [
     "--expt-relaxed-constexpr",
 ]
 
-CUDA_LINKOPTS = [
-    "-L/usr/local/cuda/lib64",
-    "-lcudart_static",
-    "-ldl",
-    "-lrt",
-    "-lpthread",
-]
-
 def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], linkopts = [], **kwargs):
     objs = []
     for src in srcs:
@@ -51,8 +43,8 @@ def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], linkopts = [], 
         name = name,
         srcs = objs,
         hdrs = hdrs,
-        deps = deps + ["@cuda//:headers"],
-        linkopts = CUDA_LINKOPTS + linkopts,
+        deps = deps + ["//tools:cudart"],
+        linkopts = linkopts,
         alwayslink = True,
         **kwargs
     )
