@@ -338,9 +338,9 @@ void Quantize(const FamilyRules& f, const Fp8Options& opt, OutputTensor t,
   w.q_cols = cols;
   w.fp8 = opt;
   OutputTensor sc = w;
-  sc.spec.name = absl::EndsWith(t.spec.name, ".weight")
-                     ? absl::StrCat(t.spec.name, "_scale_inv")
-                     : absl::StrCat(t.spec.name, "_scale_inv");
+  // "x.weight" -> "x.weight_scale_inv"; fused "...gate_up_proj" ->
+  // "...gate_up_proj_scale_inv".
+  sc.spec.name = absl::StrCat(t.spec.name, "_scale_inv");
   sc.spec.dtype = DType::kF32;
   sc.spec.shape = scale_shape;
   sc.quant = QuantKind::kFp8Scale;
