@@ -33,7 +33,7 @@ absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport, uint32_t 
           .payload_checksum = BucketChecksum(reinterpret_cast<const std::byte*>(payload.data()),
                                              payload.size())});
     }
-    RETURN_IF_ERROR(transport.Broadcast(header.data(), header.size(), static_cast<int>(s),
+    RETURN_IF_ERROR(transport.BroadcastHost(header.data(), header.size(), static_cast<int>(s),
                                         absl::Now() + op_timeout));
     ASSIGN_OR_RETURN(FrameHeader h, DecodeFrameHeader(header));
     if (h.sender_rank != s || h.weight_version != weight_version) {
@@ -42,7 +42,7 @@ absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport, uint32_t 
           h.weight_version, ", expected version ", weight_version));
     }
     payload.resize(h.payload_bytes);
-    RETURN_IF_ERROR(transport.Broadcast(payload.data(), payload.size(), static_cast<int>(s),
+    RETURN_IF_ERROR(transport.BroadcastHost(payload.data(), payload.size(), static_cast<int>(s),
                                         absl::Now() + op_timeout));
     const auto* bytes = reinterpret_cast<const std::byte*>(payload.data());
     if (BucketChecksum(bytes, payload.size()) != h.payload_checksum) {

@@ -12,10 +12,10 @@
 namespace weightcast {
 
 // `mine` is this rank's manifest when it is a sender (rank < num_senders),
-// nullptr on receivers. Each collective gets `op_timeout`. Host-memory
-// transports only (the NCCL path stages through device memory first).
+// nullptr on receivers. Each collective gets `op_timeout`.
 // Errors: the transport's, DATA_LOSS for a corrupted manifest, or
-// INVALID_ARGUMENT from the strict decoder, naming the sender.
+// INVALID_ARGUMENT from the strict decoder, naming the sender. Host memory
+// on every transport (Transport::BroadcastHost).
 [[nodiscard]] absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport,
                                                                uint32_t num_senders,
                                                                uint64_t weight_version,

@@ -41,6 +41,15 @@ class Transport {
   [[nodiscard]] virtual absl::Status Broadcast(void* data, size_t bytes, int root,
                                                absl::Time deadline) = 0;
 
+  // Broadcast of host memory, whatever memory the transport moves: a device
+  // transport stages `data` through device memory of its own (used for the
+  // small control messages of an update, such as the manifests). Same error
+  // contract as Broadcast.
+  [[nodiscard]] virtual absl::Status BroadcastHost(void* data, size_t bytes, int root,
+                                                   absl::Time deadline) {
+    return Broadcast(data, bytes, root, deadline);
+  }
+
   // Whether BroadcastToRanks works (point-to-point transports such as gloo;
   // NCCL would need a sub-communicator per sender).
   [[nodiscard]] virtual bool SupportsPartialBroadcast() const { return false; }
