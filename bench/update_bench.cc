@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
     stores.push_back(std::make_unique<RendezvousKeyValueStore>(raddr, ""));
     rs.push_back(*Receiver::Create({.rank = 1 + j, .op_timeout = absl::Seconds(60)},
                                    stores.back().get(),
-                                   MakeGlooTransportFactory(raddr, "", "127.0.0.1")));
+                                   MakeTransportFactory({.rendezvous_address = raddr})));
   }
   uint64_t version = 0;
   bool ok = true;

@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idle_timeout_s,
                  "exit with 1 if no update is announced for this long (0: wait)");
   app.add_option("--bind-host", bind_host, "data-plane bind address")->capture_default_str();
+  int cuda_device = 0;
+  app.add_option("--cuda-device", cuda_device,
+                 "GPU of this receiver when the group announces the nccl transport")
+      ->capture_default_str();
   app.add_option("--layout", layout, "hf (as sent) or vllm (FusedMoE w13/w2 for this rank)")
       ->capture_default_str();
   app.add_option("--family", family, "model family for --layout vllm (default: config.json)");
@@ -63,8 +67,8 @@ int main(int argc, char** argv) {
   app.add_option("--test-fault-version", fault_version,
                  "test hooks apply to this version only (0: all)");
   CLI11_PARSE(app, argc, argv);
-  if (num_ranks < 1 || rank_offset < 1 || max_updates > 1000000 || shard_bytes < 4096) {
-    std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset or --shard-bytes\n");
+  if (num_ranks < 1 || rank_offset < 1 || cuda_device < 0 || max_updates > 1000000 || shard_bytes < 4096) {
+    std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset, --cuda-device or --shard-bytes\n");
     return 2;
   }
   if (layout != "hf" && layout != "vllm") {
@@ -89,7 +93,10 @@ int main(int argc, char** argv) {
     opts.test_exit_after_bucket = exit_after_bucket;
     opts.test_fault_version = fault_version;
     auto r = weightcast::Receiver::Create(
-        opts, &store, weightcast::MakeGlooTransportFactory(rendezvous, token, bind_host));
+        opts, &store, weightcast::MakeTransportFactory({.rendezvous_address = rendezvous,
+                                                 .token = token,
+                                                 .bind_host = bind_host,
+                                                 .cuda_device = cuda_device}));
     if (!r.ok()) {
       spdlog::error("rank {}: {}", opts.rank, r.status().ToString());
       return 1;

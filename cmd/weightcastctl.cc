@@ -183,6 +183,7 @@ int main(int argc, char** argv) {
               data_host;
   uint32_t port = 29501, sender_rank = 0, num_senders = 1, rank_offset = 0, world = 1;
   double timeout_s = 0;
+  int32_t cuda_device = 0;
   uint64_t bucket_bytes = 0;
   bool pow2 = false;
   auto* c_init = app.add_subcommand("init", "InitBroadcaster");
@@ -203,6 +204,7 @@ int main(int argc, char** argv) {
   c_init->add_option("--bucket-bytes", bucket_bytes, "largest bucket (0: default)");
   c_init->add_option("--token", token, "group token");
   c_init->add_option("--data-host", data_host, "data-plane bind address");
+  c_init->add_option("--cuda-device", cuda_device, "GPU of the data plane (nccl)");
 
   std::string descriptors, checkpoint_dir;
   bool replace = false;
@@ -255,6 +257,7 @@ int main(int argc, char** argv) {
     init.set_bucket_bytes(bucket_bytes);
     init.set_token(token);
     init.set_data_host(data_host);
+    init.set_cuda_device(cuda_device);
     grpc::ClientContext ctx;
     unary_ctx(ctx);
     weightcast::v1::InitBroadcasterResponse resp;

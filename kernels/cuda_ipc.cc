@@ -1,5 +1,7 @@
 #include "kernels/cuda_ipc.h"
 
+#include <vector>
+
 #include <cuda_runtime_api.h>
 
 #include <cstring>
@@ -98,6 +100,14 @@ void IpcAllocationCache::Release(absl::string_view tensor) {
   const std::string handle = it->second;
   DropUser(name, handle);
   tensor_handle_.erase(name);
+}
+
+void IpcAllocationCache::RetainOnly(const absl::flat_hash_set<std::string>& tensors) {
+  std::vector<std::string> gone;
+  for (const auto& [name, handle] : tensor_handle_) {
+    if (!tensors.contains(name)) gone.push_back(name);
+  }
+  for (const std::string& name : gone) Release(name);
 }
 
 void IpcAllocationCache::DropUser(const std::string& tensor, const std::string& handle) {

@@ -62,6 +62,8 @@ class IpcAllocationCache {
 
   // Forgets a tensor; closes its allocation when it was the last user.
   void Release(absl::string_view tensor);
+  // Releases every tensor not in `tensors` (those no longer registered).
+  void RetainOnly(const absl::flat_hash_set<std::string>& tensors);
 
   [[nodiscard]] size_t open_allocations() const { return allocations_.size(); }
 

@@ -69,6 +69,19 @@ TEST(IpcAllocationCacheTest, ReRegistrationClosesTheOldAllocationWhenUnused) {
                                            "close 3"}));
 }
 
+TEST(IpcAllocationCacheTest, RetainOnlyClosesAllocationsOfDroppedTensors) {
+  std::vector<std::string> log;
+  IpcAllocationCache cache(std::make_unique<FakeMapper>(&log));
+  ASSERT_TRUE(cache.Resolve("w1", H('A'), 100, 0, 50).ok());
+  ASSERT_TRUE(cache.Resolve("w2", H('B'), 100, 0, 50).ok());
+  ASSERT_TRUE(cache.Resolve("w3", H('B'), 100, 50, 50).ok());
+  cache.RetainOnly({"w2"});
+  EXPECT_EQ(cache.open_allocations(), 1u);
+  EXPECT_EQ(log, (std::vector<std::string>{"open A", "open B", "close 1"}));
+  cache.RetainOnly({});
+  EXPECT_EQ(cache.open_allocations(), 0u);
+}
+
 TEST(IpcAllocationCacheTest, ValidatesHandleAndRange) {
   std::vector<std::string> log;
   IpcAllocationCache cache(std::make_unique<FakeMapper>(&log));

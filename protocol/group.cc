@@ -70,12 +70,13 @@ GroupMember::GroupMember(KeyValueStore* store, TransportFactory factory, int ran
   instance_ = absl::StrCat(::getpid(), "-", rd(), rd());
 }
 
-absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size,
-                                             absl::Time deadline) {
+absl::StatusOr<Transport*> GroupMember::Join(const Announcement& a, absl::Time deadline) {
+  const uint64_t generation = a.generation;
+  const int world_size = static_cast<int>(a.world_size);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (transport_ != nullptr && generation_ == generation && transport_->healthy() &&
-        transport_->world_size() == world_size) {
+    if (transport_ != nullptr && generation_ == generation && kind_ == a.transport &&
+        transport_->healthy() && transport_->world_size() == world_size) {
       return transport_.get();
     }
     transport_.reset();
@@ -92,8 +93,14 @@ absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size
   }
   if (!member.ok() && !absl::IsNotFound(member.status())) return member.status();
   RETURN_IF_ERROR(store_->Set(MemberKey(generation, rank_), instance_));
-  absl::StatusOr<std::unique_ptr<Transport>> t =
-      factory_(generation, rank_, world_size, deadline, cancelled_);
+  absl::StatusOr<std::unique_ptr<Transport>> t = factory_(
+      TransportRequest{.generation = generation,
+                       .rank = rank_,
+                       .world_size = world_size,
+                       .num_senders = a.num_senders,
+                       .kind = a.transport,
+                       .deadline = deadline},
+      cancelled_);
   if (!t.ok()) {
     if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted while joining"));
     MarkBroken(t.status());
@@ -103,6 +110,7 @@ absl::StatusOr<Transport*> GroupMember::Join(uint64_t generation, int world_size
   }
   std::lock_guard<std::mutex> lock(mu_);
   transport_ = std::move(*t);
+  kind_ = a.transport;
   return transport_.get();
 }
 

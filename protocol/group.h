@@ -76,11 +76,21 @@ inline constexpr char kSeqKey[] = "seq";
 // new incarnation whose sequence numbers start again from 1.
 inline constexpr char kIncarnationKey[] = "incarnation";
 
+// What a rank asks of a TransportFactory: its transport of one generation.
+struct TransportRequest {
+  uint64_t generation = 0;
+  int rank = 0;
+  int world_size = 0;
+  uint32_t num_senders = 0;    // ranks [0, num_senders) are senders
+  std::string kind = "gloo";   // Announcement::transport
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
 // Makes the transport of one generation for this rank. It must give up
-// (CANCELLED) soon after `cancelled` becomes true.
+// (CANCELLED) soon after `cancelled` becomes true. FAILED_PRECONDITION for a
+// kind it cannot make.
 using TransportFactory = std::function<absl::StatusOr<std::unique_ptr<Transport>>(
-    uint64_t generation, int rank, int world_size, absl::Time deadline,
-    const std::atomic<bool>& cancelled)>;
+    const TransportRequest& request, const std::atomic<bool>& cancelled)>;
 
 // One rank's membership: its transport for the current generation.
 // Not thread-safe except AbortTransport(), which any thread may call.
@@ -88,12 +98,11 @@ class GroupMember {
  public:
   GroupMember(KeyValueStore* store, TransportFactory factory, int rank);
 
-  // The transport of `generation`, connecting a new one (and dropping the old)
-  // when the generation changed or the current one is broken. ABORTED (and
-  // the generation marked broken) when another process of this rank joined
-  // it before.
-  [[nodiscard]] absl::StatusOr<Transport*> Join(uint64_t generation, int world_size,
-                                                absl::Time deadline);
+  // The transport of the announced update's generation, connecting a new
+  // one (and dropping the old) when the generation or transport kind changed
+  // or the current one is broken. ABORTED (and the generation marked broken)
+  // when another process of this rank joined it before.
+  [[nodiscard]] absl::StatusOr<Transport*> Join(const Announcement& a, absl::Time deadline);
   // Records that the current generation is broken ("broken/<gen>") with the
   // reason, and drops the transport.
   void MarkBroken(const absl::Status& why);
@@ -115,6 +124,7 @@ class GroupMember {
   int rank_;
   std::string instance_;
   uint64_t generation_ = 0;
+  std::string kind_;
   std::shared_ptr<Transport> transport_;
   std::atomic<bool> cancelled_{false};
   mutable std::mutex mu_;  // guards transport_ against AbortTransport

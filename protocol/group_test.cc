@@ -79,14 +79,39 @@ TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
   EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a)).ok());
 }
 
+// An announcement of generation `g` for a world of `world` ranks.
+Announcement Gen(uint64_t g, uint32_t world) {
+  return Announcement{.seq = 1, .generation = g, .weight_version = 1, .num_senders = 1,
+                      .world_size = world, .transport = "gloo"};
+}
+
+TEST(GroupTest, JoinReconnectsWhenTheTransportKindChanges) {
+  MapStore store;
+  std::vector<std::string> kinds;
+  GroupMember m(&store,
+                [&](const TransportRequest& r, const std::atomic<bool>&)
+                    -> absl::StatusOr<std::unique_ptr<Transport>> {
+                  kinds.push_back(r.kind);
+                  EXPECT_EQ(r.num_senders, 1u);
+                  return std::make_unique<FakeTransport>(r.rank, r.world_size);
+                },
+                0);
+  Announcement a = Gen(9, 3);
+  ASSERT_TRUE(m.Join(a, absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(m.Join(a, absl::Now() + absl::Seconds(1)).ok());
+  a.transport = "nccl";
+  ASSERT_TRUE(m.Join(a, absl::Now() + absl::Seconds(1)).ok());
+  EXPECT_EQ(kinds, (std::vector<std::string>{"gloo", "nccl"}));
+}
+
 TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
   MapStore store;
   std::vector<uint64_t> connected;
   GroupMember coordinator(&store,
-                          [&](uint64_t gen, int rank, int world, absl::Time, const std::atomic<bool>&)
+                          [&](const TransportRequest& r, const std::atomic<bool>&)
                               -> absl::StatusOr<std::unique_ptr<Transport>> {
-                            connected.push_back(gen);
-                            return std::make_unique<FakeTransport>(rank, world);
+                            connected.push_back(r.generation);
+                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
                           },
                           0);
   auto a1 = AnnounceUpdate(coordinator, 1, 1, 2, "gloo");
@@ -94,12 +119,12 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
   EXPECT_EQ(a1->seq, 1u);
   const uint64_t g1 = a1->generation;
   EXPECT_GE(g1, static_cast<uint64_t>(absl::ToUnixMillis(absl::Now()) - 60000));
-  ASSERT_TRUE(coordinator.Join(a1->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(coordinator.Join(*a1, absl::Now() + absl::Seconds(1)).ok());
   // Healthy and not marked broken: same generation, no reconnect.
   auto a2 = AnnounceUpdate(coordinator, 2, 1, 2, "gloo");
   ASSERT_TRUE(a2.ok());
   EXPECT_EQ(a2->generation, g1);
-  ASSERT_TRUE(coordinator.Join(a2->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(coordinator.Join(*a2, absl::Now() + absl::Seconds(1)).ok());
   EXPECT_EQ(connected.size(), 1u);
   // Another rank marks generation 1 broken: the next update re-forms, and
   // the abandoned generation's transport keys are erased.
@@ -108,7 +133,7 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
   auto a3 = AnnounceUpdate(coordinator, 3, 1, 2, "gloo");
   ASSERT_TRUE(a3.ok());
   EXPECT_GT(a3->generation, g1);
-  ASSERT_TRUE(coordinator.Join(a3->generation, 2, absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(coordinator.Join(*a3, absl::Now() + absl::Seconds(1)).ok());
   EXPECT_EQ(connected, (std::vector<uint64_t>{g1, a3->generation}));
   EXPECT_TRUE(absl::IsNotFound(store.Get(GenerationPrefix(g1) + "0").status()));
   // Its own transport failing also re-forms.
@@ -122,9 +147,9 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
 TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
   MapStore store;
   GroupMember coordinator(&store,
-                          [](uint64_t, int rank, int world, absl::Time, const std::atomic<bool>&)
+                          [](const TransportRequest& r, const std::atomic<bool>&)
                               -> absl::StatusOr<std::unique_ptr<Transport>> {
-                            return std::make_unique<FakeTransport>(rank, world);
+                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
                           },
                           0);
   auto first = AnnounceUpdate(coordinator, 7, 2, 4, "gloo");
@@ -152,30 +177,30 @@ TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
 
 TEST(GroupTest, ARestartedRankNeverJoinsAGenerationItsPredecessorWasIn) {
   MapStore store;
-  auto factory = [](uint64_t, int rank, int world, absl::Time,
+  auto factory = [](const TransportRequest& r,
                     const std::atomic<bool>&) -> absl::StatusOr<std::unique_ptr<Transport>> {
-    return std::make_unique<FakeTransport>(rank, world);
+    return std::make_unique<FakeTransport>(r.rank, r.world_size);
   };
   GroupMember first(&store, factory, 3);
-  ASSERT_TRUE(first.Join(7, 4, absl::Now() + absl::Seconds(1)).ok());
+  ASSERT_TRUE(first.Join(Gen(7, 4), absl::Now() + absl::Seconds(1)).ok());
   EXPECT_EQ(store.Get(MemberKey(7, 3)).value(), first.instance());
   GroupMember restarted(&store, factory, 3);  // the same rank, a new process
   EXPECT_NE(restarted.instance(), first.instance());
-  auto t = restarted.Join(7, 4, absl::Now() + absl::Seconds(1));
+  auto t = restarted.Join(Gen(7, 4), absl::Now() + absl::Seconds(1));
   EXPECT_EQ(t.status().code(), absl::StatusCode::kAborted);
   EXPECT_TRUE(store.Get(BrokenKey(7)).ok());
-  EXPECT_TRUE(restarted.Join(8, 4, absl::Now() + absl::Seconds(1)).ok());
+  EXPECT_TRUE(restarted.Join(Gen(8, 4), absl::Now() + absl::Seconds(1)).ok());
 }
 
 TEST(GroupTest, JoinFailureMarksTheGenerationBroken) {
   MapStore store;
   GroupMember m(&store,
-                [](uint64_t, int, int, absl::Time,
+                [](const TransportRequest&,
                    const std::atomic<bool>&) -> absl::StatusOr<std::unique_ptr<Transport>> {
                   return absl::DeadlineExceededError("rank 3 never came");
                 },
                 2);
-  auto t = m.Join(5, 4, absl::Now());
+  auto t = m.Join(Gen(5, 4), absl::Now());
   ASSERT_EQ(t.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_NE(t.status().message().find("rank 2 joining generation 5"), std::string::npos);
   EXPECT_TRUE(store.Get(BrokenKey(5)).ok());

@@ -1,5 +1,5 @@
 // The group's KeyValueStore over the gRPC rendezvous, and the factory that
-// connects a GlooTransport for a generation through it.
+// connects a generation's transport (gloo or NCCL) through it.
 #ifndef WEIGHTCAST_PROTOCOL_RENDEZVOUS_STORE_H_
 #define WEIGHTCAST_PROTOCOL_RENDEZVOUS_STORE_H_
 
@@ -32,11 +32,21 @@ class RendezvousKeyValueStore final : public KeyValueStore {
   RendezvousClient client_;
 };
 
-// Each call connects a GlooTransport under the generation's key prefix,
-// through its own rendezvous client (gloo's connect blocks on it).
-[[nodiscard]] TransportFactory MakeGlooTransportFactory(const std::string& address,
-                                                        const std::string& token,
-                                                        const std::string& bind_host);
+// Where a rank's data plane lives.
+struct DataPlaneOptions {
+  std::string rendezvous_address;  // host:port of sender 0's rendezvous
+  std::string token;
+  std::string bind_host = "127.0.0.1";  // gloo's listening address
+  int cuda_device = 0;                  // NCCL: this rank's GPU
+};
+
+// Connects the transport an announcement names, for one generation, through
+// its own rendezvous client (connecting blocks on it):
+// - "gloo": a GlooTransport under the generation's key prefix;
+// - "nccl": rank 0 publishes a fresh NCCL unique id under the prefix, every
+//   rank makes an NcclTransport on `cuda_device` with per-sender
+//   sub-communicators (NCCL picks its interfaces from NCCL_SOCKET_IFNAME).
+[[nodiscard]] TransportFactory MakeTransportFactory(const DataPlaneOptions& options);
 
 }  // namespace weightcast
 

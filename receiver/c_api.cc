@@ -46,7 +46,8 @@ wc_receiver* wc_receiver_create(const char* rendezvous, const char* token, int r
   opts.rank = rank;
   opts.op_timeout = absl::Seconds(timeout_s);
   auto receiver = weightcast::Receiver::Create(
-      opts, r->store.get(), weightcast::MakeGlooTransportFactory(rendezvous, tok, bind));
+      opts, r->store.get(), weightcast::MakeTransportFactory(
+                                     {.rendezvous_address = rendezvous, .token = tok, .bind_host = bind}));
   if (!receiver.ok()) {
     SetError(err, err_len, receiver.status().ToString());
     return nullptr;

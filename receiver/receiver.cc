@@ -114,7 +114,7 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   }
   ReceiveResult result{.weight_version = a.weight_version};
   absl::StatusOr<Transport*> joined =
-      member_.Join(a.generation, static_cast<int>(a.world_size), absl::Now() + options_.op_timeout);
+      member_.Join(a, absl::Now() + options_.op_timeout);
   if (!joined.ok()) return joined.status();
   Transport& transport = **joined;
 

@@ -4,6 +4,8 @@
 #include "common/status_macros.h"
 #include "protocol/bucket_plan.h"
 #include "protocol/rendezvous_store.h"
+#include "kernels/cuda_ipc.h"
+#include "sender/cuda_bucket_packer.h"
 #include "sender/update_pipeline.h"
 #include "sender/wire_tensors.h"
 #include "transport/rendezvous.h"
@@ -43,9 +45,8 @@ absl::Status ValidateConfig(const BroadcasterConfig& c) {
     return absl::InvalidArgumentError(
         absl::StrCat("transport: '", c.transport, "' (expected gloo or nccl)"));
   }
-  if (c.transport == "nccl") {
-    return absl::FailedPreconditionError(
-        "transport: nccl is not wired into the daemon yet (GPU data plane, issue 5); use gloo");
+  if (c.cuda_device < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cuda_device: ", c.cuda_device, " < 0"));
   }
   if (c.bucket_bytes != 0 &&
       (c.bucket_bytes < kMinBucketBytes || c.bucket_bytes > kMaxBucketBytes)) {
@@ -100,7 +101,7 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
   const std::string address = absl::StrCat(config.host, ":", config.port);
   auto store = std::make_shared<RendezvousKeyValueStore>(address, config.token);
   auto member = std::make_shared<GroupMember>(
-      store.get(), MakeGlooTransportFactory(address, config.token, config.data_host),
+      store.get(), MakeTransportFactory({.rendezvous_address = address, .token = config.token, .bind_host = config.data_host, .cuda_device = config.cuda_device}),
       static_cast<int>(config.sender_rank));
   if (config.sender_rank != 0) {
     // Fail early (and clearly) when the rendezvous is unreachable.
@@ -191,6 +192,7 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
         member = member_;
         last_seq = last_seq_;
       }
+      ASSIGN_OR_RETURN(DataPlane plane, PrepareDataPlane(config, snap));
       std::vector<TensorSpec> specs;
       for (const HostSource& h : snap.sources) specs.push_back(h.spec);
       ASSIGN_OR_RETURN(WireTensors wire, BuildWireTensors(format, specs, snap.config_json));
@@ -217,12 +219,14 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
         stats_.generation = a->generation;
       }
       ASSIGN_OR_RETURN(Transport * transport,
-                       member->Join(a->generation, static_cast<int>(world), absl::Now() + timeout));
+                       member->Join(*a, absl::Now() + timeout));
       SenderUpdate u{.weight_version = version,
                      .seq = a->seq,
                      .num_senders = config.num_senders,
                      .outputs = wire.outputs,
                      .sources = snap.sources,
+                     .source_on_device = plane.on_device,
+                     .packer = plane.packer,
                      .plan = &plan,
                      .config_json = config.sender_rank == 0 ? wire.config_json : "",
                      .op_timeout = timeout,
@@ -252,6 +256,56 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
   }
   stats_.state = initialized_ ? "idle" : "uninitialized";
   return status;
+}
+
+absl::StatusOr<Broadcaster::DataPlane> Broadcaster::PrepareDataPlane(
+    const BroadcasterConfig& config, RegistrySnapshot& snap) {
+  DataPlane plane;
+  plane.on_device.assign(snap.sources.size(), 0);
+  if (config.transport != "nccl") {
+    if (!snap.device_sources.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tensor '", snap.sources[snap.device_sources.front().index].spec.name,
+          "' is in GPU memory (CUDA IPC), and the ", config.transport,
+          " transport moves host memory: initialize with transport nccl"));
+    }
+    return plane;
+  }
+  // Made on the first GPU update and kept: staging memory is allocated once
+  // and CUDA IPC allocations stay open across updates.
+  if (gpu_packer_ == nullptr || gpu_device_ != config.cuda_device) {
+    gpu_packer_.reset();
+    ipc_.reset();
+    absl::StatusOr<std::unique_ptr<BucketPacker>> p = NewCudaBucketPacker(config.cuda_device);
+    if (!p.ok()) {
+      return absl::Status(p.status().code(),
+                          absl::StrCat("sender ", config.sender_rank,
+                                       ": the nccl transport needs a usable GPU: ",
+                                       p.status().message()));
+    }
+    gpu_packer_ = *std::move(p);
+    gpu_device_ = config.cuda_device;
+  }
+  plane.packer = gpu_packer_.get();
+  if (ipc_ == nullptr) ipc_ = std::make_unique<IpcAllocationCache>(config.cuda_device);
+  absl::flat_hash_set<std::string> names;
+  for (const DeviceSourceRef& ref : snap.device_sources) {
+    HostSource& src = snap.sources[ref.index];
+    if (ref.location.device != config.cuda_device) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tensor '", src.spec.name, "': registered on CUDA device ", ref.location.device,
+          ", this daemon's data plane is on device ", config.cuda_device));
+    }
+    ASSIGN_OR_RETURN(void* p, ipc_->Resolve(src.spec.name, ref.location.ipc_handle,
+                                            ref.location.allocation_bytes, ref.location.offset,
+                                            src.spec.ByteSize()));
+    src.data = static_cast<const std::byte*>(p);
+    plane.on_device[ref.index] = 1;
+    names.insert(src.spec.name);
+  }
+  // Tensors no longer registered let go of their allocations.
+  ipc_->RetainOnly(names);
+  return plane;
 }
 
 BroadcasterStatus Broadcaster::GetStatus() const {

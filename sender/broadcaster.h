@@ -26,6 +26,8 @@
 
 namespace weightcast {
 
+class BucketPacker;
+class IpcAllocationCache;
 class RendezvousServer;
 class RendezvousKeyValueStore;
 
@@ -46,6 +48,7 @@ struct BroadcasterConfig {
   uint64_t bucket_bytes = 0;       // 0: kDefaultBucketBytes
   std::string token;
   std::string data_host = "127.0.0.1";
+  int cuda_device = 0;             // nccl: staging buffers, kernels, CUDA IPC sources
 
   friend bool operator==(const BroadcasterConfig&, const BroadcasterConfig&) = default;
 };
@@ -97,6 +100,15 @@ class Broadcaster {
   [[nodiscard]] uint32_t rendezvous_port() const;
 
  private:
+  // What an update's data plane uses beyond the transport.
+  struct DataPlane {
+    BucketPacker* packer = nullptr;  // null: the CPU packer
+    std::vector<uint8_t> on_device;  // per source
+  };
+  // For nccl: the GPU packer, and the CUDA IPC sources opened (their
+  // addresses written into `snap`). For gloo: refuses sources in GPU memory.
+  absl::StatusOr<DataPlane> PrepareDataPlane(const BroadcasterConfig& config,
+                                             RegistrySnapshot& snap);
   absl::Status RunUpdate(uint64_t version, const UpdateEventSink& on_event);
   void Teardown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -112,6 +124,11 @@ class Broadcaster {
   std::shared_ptr<GroupMember> member_ ABSL_GUARDED_BY(mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   BroadcasterStatus stats_ ABSL_GUARDED_BY(mu_);
+  // Used only by the thread running an update (updating_ makes it the only
+  // one), so not under mu_: opening IPC handles must not block GetStatus.
+  std::unique_ptr<BucketPacker> gpu_packer_;
+  int gpu_device_ = -1;
+  std::unique_ptr<IpcAllocationCache> ipc_;
 };
 
 }  // namespace weightcast

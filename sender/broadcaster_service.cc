@@ -25,6 +25,7 @@ BroadcasterConfig ConfigFromProto(const v1::InitBroadcasterRequest& req) {
   c.bucket_bytes = req.bucket_bytes();
   c.token = req.token();
   c.data_host = req.data_host();
+  c.cuda_device = req.cuda_device();
   return c;
 }
 

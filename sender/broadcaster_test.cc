@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/fp8_reference.h"
+#include "kernels/gpu_device.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/callback_sink.h"
 #include "receiver/receiver.h"
@@ -91,7 +92,7 @@ class BroadcasterTest : public ::testing::Test {
     const std::string address = absl::StrCat("127.0.0.1:", b.rendezvous_port());
     RendezvousKeyValueStore store(address, "t");
     auto r = Receiver::Create({.rank = 1, .op_timeout = absl::Seconds(10)}, &store,
-                              MakeGlooTransportFactory(address, "t", "127.0.0.1"));
+                              MakeTransportFactory({.rendezvous_address = address, .token = "t"}));
     EXPECT_TRUE(r.ok()) << r.status();
     std::thread recv([&] {
       CallbackSink sink(Collect(c));
@@ -225,6 +226,60 @@ TEST_F(BroadcasterTest, RegistrationIsAllOrNothing) {
   EXPECT_EQ(b.RegisteredCount().first, 2u);
   EXPECT_EQ(b.Register({}, "", false, "[1]").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b.Register({}, TmpDir() + "/no-such-dir", false).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BroadcasterTest, CudaIpcSourcesAreValidatedAndNeedTheNcclTransport) {
+  const TensorSpec spec{"model.layers.0.mlp.gate.weight", DType::kBF16, {4, 8}};
+  CudaIpcLocation ipc{.ipc_handle = std::string(64, 'h'), .offset = 64, .device = 0,
+                      .allocation_bytes = 128};
+  Broadcaster b;
+  // A handle that is not a raw cudaIpcMemHandle_t, a range past the end of
+  // its allocation: refused by name, nothing registered.
+  CudaIpcLocation short_handle = ipc;
+  short_handle.ipc_handle = std::string(66, 'h');  // torch's own framing
+  absl::Status s = b.Register({{spec, short_handle}}, "", false);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("'model.layers.0.mlp.gate.weight'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("66 bytes"), std::string::npos) << s;
+  CudaIpcLocation past_end = ipc;
+  past_end.offset = 100;
+  s = b.Register({{spec, past_end}}, "", false);
+  ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("outside its CUDA allocation of 128 bytes"), std::string::npos) << s;
+  EXPECT_EQ(b.RegisteredCount().first, 0u);
+
+  ASSERT_TRUE(b.Register({{spec, ipc}}, "", false).ok());
+  EXPECT_EQ(b.RegisteredCount(), std::make_pair(1u, uint64_t{64}));
+  BroadcasterConfig cfg = Config();
+  cfg.format.family = "dense";
+  ASSERT_TRUE(b.Init(cfg).ok());
+  // GPU memory over gloo: refused before anything is announced.
+  s = b.Update(1, [](const UpdateEvent&) {});
+  ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("'model.layers.0.mlp.gate.weight' is in GPU memory"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("transport nccl"), std::string::npos) << s;
+  EXPECT_EQ(b.GetStatus().state, "idle");
+
+  // The nccl transport is accepted at init; on a machine without a GPU the
+  // update says that it needs one (with a GPU, the junk handle fails to open).
+  EXPECT_TRUE(b.Abort() == false);
+  cfg.transport = "nccl";
+  ASSERT_TRUE(b.Init(cfg).ok());
+  s = b.Update(1, [](const UpdateEvent&) {});
+  ASSERT_FALSE(s.ok());
+  absl::StatusOr<int> gpus = CudaDeviceCount();
+  ASSERT_TRUE(gpus.ok());
+  if (*gpus == 0) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("needs a usable GPU"), std::string::npos) << s;
+  } else {
+    EXPECT_NE(s.message().find("model.layers.0.mlp.gate.weight"), std::string::npos) << s;
+  }
+  cfg.cuda_device = -1;
+  Broadcaster other;
+  EXPECT_EQ(other.Init(cfg).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -9,12 +9,32 @@
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint.h"
 #include "common/status_macros.h"
+#include "kernels/cuda_ipc.h"
 
 namespace weightcast {
 namespace {
 
 absl::Status Named(const TensorSpec& spec, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("tensor '", spec.name, "': ", s.message()));
+}
+
+absl::Status ValidateIpcLocation(const TensorSpec& spec, const CudaIpcLocation& loc) {
+  if (loc.ipc_handle.size() != kCudaIpcHandleBytes) {
+    return Named(spec, absl::InvalidArgumentError(absl::StrCat(
+                           "CUDA IPC handle of ", loc.ipc_handle.size(), " bytes, expected ",
+                           kCudaIpcHandleBytes, " (a raw cudaIpcMemHandle_t)")));
+  }
+  if (loc.device < 0) {
+    return Named(spec, absl::InvalidArgumentError(absl::StrCat("CUDA device ", loc.device)));
+  }
+  const uint64_t bytes = spec.ByteSize();
+  if (loc.allocation_bytes == 0 || loc.offset > loc.allocation_bytes ||
+      bytes > loc.allocation_bytes - loc.offset) {
+    return Named(spec, absl::InvalidArgumentError(absl::StrCat(
+                           "bytes [", loc.offset, ", ", loc.offset + bytes,
+                           ") outside its CUDA allocation of ", loc.allocation_bytes, " bytes")));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -31,10 +51,10 @@ absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors,
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", t.spec.name, "' appears twice in the request"));
     }
-    if (std::holds_alternative<CudaIpcLocation>(t.location)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "tensor '", t.spec.name,
-          "': CUDA IPC locations need the nccl transport on a GPU build (use shm with gloo)"));
+    if (const auto* ipc = std::get_if<CudaIpcLocation>(&t.location)) {
+      RETURN_IF_ERROR(ValidateIpcLocation(t.spec, *ipc));
+      fresh.push_back(Entry{.spec = t.spec, .ipc = *ipc});
+      continue;
     }
     const ShmLocation& loc = std::get<ShmLocation>(t.location);
     if (loc.path.empty()) {
@@ -102,6 +122,11 @@ absl::StatusOr<RegistrySnapshot> TensorRegistry::Snapshot() const {
   snap.config_json = config_json_;
   absl::flat_hash_set<const MappedFile*> checked;
   for (const Entry& e : entries_) {
+    if (e.ipc.has_value()) {
+      snap.device_sources.push_back(DeviceSourceRef{.index = snap.sources.size(), .location = *e.ipc});
+      snap.sources.push_back(HostSource{.spec = e.spec, .data = nullptr});
+      continue;
+    }
     if (checked.insert(e.file.get()).second) {
       // A file that shrank since it was mapped would fault on read.
       struct stat st;

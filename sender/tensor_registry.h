@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -40,10 +41,19 @@ struct TensorRegistration {
   std::variant<ShmLocation, CudaIpcLocation> location;
 };
 
+// A source in the trainer's GPU memory, resolved by the caller (through an
+// IpcAllocationCache) into sources[index].data.
+struct DeviceSourceRef {
+  size_t index = 0;
+  CudaIpcLocation location;
+};
+
 // What one update reads: sources in registration order, kept mapped while
-// the snapshot lives.
+// the snapshot lives. Sources listed in device_sources have no address yet
+// (data == nullptr).
 struct RegistrySnapshot {
   std::vector<HostSource> sources;
+  std::vector<DeviceSourceRef> device_sources;
   std::vector<std::shared_ptr<MappedFile>> files;
   std::string config_json;
 };
@@ -52,8 +62,9 @@ class TensorRegistry {
  public:
   // Adds (or, with `replace`, replaces all with) `tensors`.
   // INVALID_ARGUMENT naming the tensor: invalid spec, duplicate name in the
-  // request, missing file, range outside the file. FAILED_PRECONDITION for
-  // CUDA IPC locations in a build or transport without CUDA.
+  // request, missing file, range outside the file or the CUDA allocation, a
+  // CUDA IPC handle that is not 64 bytes. CUDA IPC handles are opened at
+  // update time, on the transport's GPU.
   [[nodiscard]] absl::Status Add(const std::vector<TensorRegistration>& tensors, bool replace);
 
   // Registers every tensor of a safetensors checkpoint directory (and its
@@ -74,8 +85,9 @@ class TensorRegistry {
  private:
   struct Entry {
     TensorSpec spec;
-    std::shared_ptr<MappedFile> file;
+    std::shared_ptr<MappedFile> file;  // null for CUDA IPC
     uint64_t offset = 0;
+    std::optional<CudaIpcLocation> ipc;
   };
   std::vector<Entry> entries_;
   std::string config_json_;

@@ -9,44 +9,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/checksum.h"
 #include "common/status_macros.h"
-#include "kernels/pack_reference.h"
 #include "protocol/manifest_exchange.h"
 
 namespace weightcast {
 namespace {
 
-// Packs one bucket (payload + trailer) of this rank into `dst`.
-absl::Status PackBucket(const SenderUpdate& u, const Bucket& bucket, uint32_t global_index,
-                        std::byte* dst) {
-  uint64_t cursor = 0;
-  for (const Segment& s : bucket.segments) {
-    // Zero the alignment padding so the checksum is deterministic.
-    if (s.bucket_offset > cursor) std::memset(dst + cursor, 0, s.bucket_offset - cursor);
-    absl::Status st = PackOutputRange(u.outputs[s.tensor], u.sources, s.tensor_offset, s.bytes,
-                                      dst + s.bucket_offset);
-    if (!st.ok()) {
-      return absl::Status(st.code(), absl::StrCat("packing bucket ", global_index, ": ",
-                                                  st.message()));
-    }
-    cursor = s.bucket_offset + s.bytes;
-  }
-  EncodeBucketTrailer(BucketTrailer{.checksum = BucketChecksum(dst, bucket.bytes),
-                                    .weight_version = u.weight_version,
-                                    .bucket_index = global_index,
-                                    .payload_bytes = bucket.bytes},
-                      dst + bucket.bytes);
-  return absl::OkStatus();
-}
-
-// Two staging buffers: a packer thread fills buffer k % 2 with own bucket k
-// while the update thread broadcasts bucket k - 1.
+// Two staging slots of the packer: a packer thread fills slot k % 2 with
+// own bucket k while the update thread broadcasts bucket k - 1.
 class DoubleBufferedPacker {
  public:
-  DoubleBufferedPacker(const SenderUpdate& u, uint32_t first_global, size_t max_bytes)
-      : u_(u), first_global_(first_global) {
-    for (auto& b : buffers_) b.resize(max_bytes + kBucketTrailerBytes);
+  DoubleBufferedPacker(const SenderUpdate& u, BucketPacker& packer, uint32_t first_global)
+      : u_(u), packer_(packer), first_global_(first_global) {
+    input_ = PackInput{.outputs = u.outputs,
+                       .sources = u.sources,
+                       .on_device = u.source_on_device,
+                       .weight_version = u.weight_version};
     thread_ = std::thread([this] { Loop(); });
   }
   ~DoubleBufferedPacker() {
@@ -58,14 +36,14 @@ class DoubleBufferedPacker {
     thread_.join();
   }
 
-  // Blocks until own bucket k is packed; returns its buffer.
+  // Blocks until own bucket k is packed; returns its slot.
   absl::StatusOr<std::byte*> Acquire(size_t k) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return packed_ > k || !status_.ok(); });
     if (!status_.ok()) return status_;
-    return buffers_[k % 2].data();
+    return packer_.slot(static_cast<int>(k % 2));
   }
-  // Bucket k was broadcast: its buffer may be reused.
+  // Bucket k was broadcast: its slot may be reused.
   void Release(size_t k) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -80,12 +58,12 @@ class DoubleBufferedPacker {
     for (size_t k = 0; k < buckets.size(); ++k) {
       {
         std::unique_lock<std::mutex> lock(mu_);
-        // Buffer k % 2 is free once bucket k - 2 was broadcast.
+        // Slot k % 2 is free once bucket k - 2 was broadcast.
         cv_.wait(lock, [&] { return stop_ || k < released_ + 2; });
         if (stop_) return;
       }
-      absl::Status st = PackBucket(u_, buckets[k], first_global_ + static_cast<uint32_t>(k),
-                                   buffers_[k % 2].data());
+      absl::Status st = packer_.Pack(input_, buckets[k], first_global_ + static_cast<uint32_t>(k),
+                                     static_cast<int>(k % 2));
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (!st.ok()) {
@@ -100,8 +78,9 @@ class DoubleBufferedPacker {
   }
 
   const SenderUpdate& u_;
+  BucketPacker& packer_;
+  PackInput input_;
   uint32_t first_global_;
-  std::vector<std::byte> buffers_[2];
   std::mutex mu_;
   std::condition_variable cv_;
   size_t packed_ = 0;
@@ -144,19 +123,37 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
                         .total_bytes = global.payload_bytes,
                         .num_tensors = static_cast<uint32_t>(global.tensors.size())});
 
-  size_t max_bucket = 0;
-  for (const GlobalBucket& b : global.buckets) max_bucket = std::max<size_t>(max_bucket, b.bytes);
+  std::unique_ptr<BucketPacker> host_packer;
+  BucketPacker* bucket_packer = u.packer;
+  if (bucket_packer == nullptr) {
+    host_packer = NewHostBucketPacker();
+    bucket_packer = host_packer.get();
+  }
+  if (bucket_packer->device() != transport.IsDeviceMemory()) {
+    transport.Abort();  // the others must not wait for this rank
+    return absl::FailedPreconditionError(absl::StrCat(
+        "rank ", rank, ": the packer stages buckets in ", bucket_packer->device() ? "GPU" : "host",
+        " memory but the transport moves ", transport.IsDeviceMemory() ? "GPU" : "host",
+        " memory"));
+  }
+  // The slots hold this rank's largest bucket: memory stays at two buckets
+  // whatever the model size.
+  size_t max_own = 0;
+  for (const Bucket& b : u.plan->buckets) max_own = std::max<size_t>(max_own, b.bytes);
+  if (absl::Status s = bucket_packer->Reserve(max_own + kBucketTrailerBytes); !s.ok()) {
+    transport.Abort();
+    return s;
+  }
   std::optional<DoubleBufferedPacker> packer;
   if (!u.plan->buckets.empty()) {
-    packer.emplace(u, first_own, max_bucket);
+    packer.emplace(u, *bucket_packer, first_own);
   } else {
     on_event(SourceReleasedEvent{});
   }
   // With a partial broadcast, buckets go from their sender to the inference
   // ranks only; otherwise every rank takes part and other senders' buckets
-  // pass through `scratch`.
+  // pass through the packer's scratch buffer.
   const bool partial = transport.SupportsPartialBroadcast();
-  std::vector<std::byte> scratch;
   size_t own = 0;
   // Other senders' buckets since this rank's last one: with a partial
   // broadcast this rank does not take part in them, but the receivers take
@@ -184,9 +181,13 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
       on_event(BucketSentEvent{.index = g, .num_buckets = summary.num_buckets,
                                .bytes = b.bytes, .root = b.root});
     } else if (!partial) {
-      scratch.resize(std::max(scratch.size(), bytes));
-      RETURN_IF_ERROR(BroadcastBucket(transport, scratch.data(), bytes, b.root, u.num_senders,
-                                      u.seq, g, absl::Now() + u.op_timeout));
+      absl::StatusOr<std::byte*> scratch = bucket_packer->Scratch(bytes);
+      if (!scratch.ok()) {
+        transport.Abort();
+        return scratch.status();
+      }
+      RETURN_IF_ERROR(BroadcastBucket(transport, *scratch, bytes, b.root, u.num_senders, u.seq, g,
+                                      absl::Now() + u.op_timeout));
     }
   }
   packer.reset();

@@ -1,7 +1,7 @@
 // UpdatePipeline: runs one update on a sender rank over an already joined
 // transport: manifest exchange, the buckets in global order (packing this
-// rank's own buckets one ahead of the broadcast, in two staging buffers),
-// and the commit vote. No gRPC, no rendezvous: the caller (Broadcaster)
+// rank's own buckets one ahead of the broadcast, in the two staging slots
+// of a BucketPacker, host or GPU), and the commit vote. No gRPC, no rendezvous: the caller (Broadcaster)
 // announces and joins; tests drive this directly.
 #ifndef WEIGHTCAST_SENDER_UPDATE_PIPELINE_H_
 #define WEIGHTCAST_SENDER_UPDATE_PIPELINE_H_
@@ -16,6 +16,7 @@
 #include "common/output_tensor.h"
 #include "protocol/bucket_plan.h"
 #include "protocol/group.h"
+#include "sender/bucket_packer.h"
 #include "sender/update_events.h"
 #include "transport/transport.h"
 
@@ -27,6 +28,11 @@ struct SenderUpdate {
   uint32_t num_senders = 0;
   std::span<const OutputTensor> outputs; // this rank's wire tensors
   std::span<const HostSource> sources;   // what the outputs read
+  // Sources whose data is a device address (CUDA IPC); empty: all host.
+  std::span<const uint8_t> source_on_device;
+  // Where buckets are packed; null: a HostBucketPacker made for this update.
+  // Its memory must be the transport's (GPU for NCCL).
+  BucketPacker* packer = nullptr;
   const BucketPlan* plan = nullptr;      // PlanBuckets(outputs, ..., 0)
   std::string config_json;
   absl::Duration op_timeout = absl::Seconds(120);

@@ -1,0 +1,51 @@
+#include "kernels/cuda_buffer.h"
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/cuda_check.h"
+
+namespace weightcast {
+
+absl::Status DeviceBuffer::Reserve(size_t bytes, int device) {
+  if (data_ != nullptr && capacity_ >= bytes && device_ == device) return absl::OkStatus();
+  Reset();
+  if (bytes == 0) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "device ", device);
+  void* p = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaMalloc(&p, bytes), bytes, " bytes on device ", device);
+  data_ = static_cast<std::byte*>(p);
+  capacity_ = bytes;
+  device_ = device;
+  return absl::OkStatus();
+}
+
+void DeviceBuffer::Reset() {
+  if (data_ != nullptr) {
+    int current = 0;
+    const bool restore = cudaGetDevice(&current) == cudaSuccess && current != device_;
+    if (restore) (void)cudaSetDevice(device_);
+    (void)cudaFree(data_);
+    if (restore) (void)cudaSetDevice(current);
+  }
+  data_ = nullptr;
+  capacity_ = 0;
+}
+
+absl::Status PinnedBuffer::Reserve(size_t bytes) {
+  if (data_ != nullptr && capacity_ >= bytes) return absl::OkStatus();
+  Reset();
+  if (bytes == 0) return absl::OkStatus();
+  void* p = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaMallocHost(&p, bytes), bytes, " pinned host bytes");
+  data_ = static_cast<std::byte*>(p);
+  capacity_ = bytes;
+  return absl::OkStatus();
+}
+
+void PinnedBuffer::Reset() {
+  if (data_ != nullptr) (void)cudaFreeHost(data_);
+  data_ = nullptr;
+  capacity_ = 0;
+}
+
+}  // namespace weightcast

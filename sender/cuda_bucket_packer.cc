@@ -1,0 +1,215 @@
+#include "sender/cuda_bucket_packer.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/checksum_cuda.h"
+#include "kernels/checksum_gpu.h"
+#include "kernels/cuda_buffer.h"
+#include "kernels/cuda_check.h"
+#include "kernels/fp8_segments.h"
+#include "kernels/gpu_device.h"
+#include "kernels/pack_cuda.h"
+#include "kernels/pack_table.h"
+#include "protocol/wire_format.h"
+
+namespace weightcast {
+namespace {
+
+// Source of the zero bytes that fill alignment padding (a copy-table entry
+// reading from it), so padding costs no launch of its own.
+constexpr size_t kZeroBytes = kSegmentAlignment;
+
+class CudaBucketPacker final : public BucketPacker {
+ public:
+  CudaBucketPacker(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
+  ~CudaBucketPacker() override {
+    (void)cudaSetDevice(device_);
+    (void)cudaStreamSynchronize(stream_);
+    (void)cudaStreamDestroy(stream_);
+  }
+
+  absl::Status Init() {
+    RETURN_IF_ERROR(zeros_.Reserve(kZeroBytes, device_));
+    RETURN_IF_CUDA_ERROR(cudaMemset(zeros_.data(), 0, kZeroBytes));
+    return trailer_.Reserve(kBucketTrailerBytes);
+  }
+
+  bool device() const override { return true; }
+
+  absl::Status Reserve(size_t bytes) override {
+    for (DeviceBuffer& s : slots_) RETURN_IF_ERROR(s.Reserve(bytes, device_));
+    RETURN_IF_ERROR(digests_.Reserve(NumChecksumChunks(bytes) * sizeof(uint64_t), device_));
+    slot_bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  std::byte* slot(int i) override { return slots_[i].data(); }
+
+  absl::StatusOr<std::byte*> Scratch(size_t bytes) override {
+    RETURN_IF_ERROR(scratch_.Reserve(bytes, device_));
+    return scratch_.data();
+  }
+
+  absl::Status Pack(const PackInput& input, const Bucket& bucket, uint32_t global_index,
+                    int i) override {
+    absl::Status s = PackOnStream(input, bucket, global_index, i);
+    if (!s.ok()) {
+      // Leave nothing running on the stream that still reads the sources.
+      (void)cudaStreamSynchronize(stream_);
+    }
+    return s;
+  }
+
+ private:
+  absl::Status PackOnStream(const PackInput& input, const Bucket& bucket, uint32_t g, int i) {
+    if (bucket.bytes + kBucketTrailerBytes > slot_bytes_) {
+      return absl::InternalError(absl::StrCat("bucket ", g, ": ", bucket.bytes,
+                                              " bytes do not fit the reserved slot of ",
+                                              slot_bytes_));
+    }
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "bucket ", g);
+    std::byte* dst = slots_[i].data();
+    const auto dst_addr = reinterpret_cast<uint64_t>(dst);
+    std::vector<uint64_t> addrs(input.sources.size());
+    for (size_t k = 0; k < addrs.size(); ++k) {
+      addrs[k] = reinterpret_cast<uint64_t>(input.sources[k].data);
+    }
+
+    table_.clear();
+    fp8_.clear();
+    // Runs of host-packed bytes [begin, end) to copy up.
+    std::vector<std::pair<uint64_t, uint64_t>> host_runs;
+    uint64_t cursor = 0;
+    for (const Segment& s : bucket.segments) {
+      const OutputTensor& out = input.outputs[s.tensor];
+      for (uint64_t gap = cursor; gap < s.bucket_offset; gap += kZeroBytes) {
+        const uint64_t n = std::min<uint64_t>(kZeroBytes, s.bucket_offset - gap);
+        table_.push_back(CopyEntry{.src = reinterpret_cast<uint64_t>(zeros_.data()),
+                                   .dst = dst_addr + gap,
+                                   .src_row_stride = n,
+                                   .dst_row_stride = n,
+                                   .rows = 1,
+                                   .cols = n,
+                                   .elem_size = 1});
+      }
+      cursor = s.bucket_offset + s.bytes;
+      ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, out));
+      if (place == SourcePlace::kHost) {
+        RETURN_IF_ERROR(host_[i].Reserve(slot_bytes_));
+        RETURN_IF_ERROR(PackSegmentOnHost(input, s, g, host_[i].data()));
+        if (!host_runs.empty() && host_runs.back().second == s.bucket_offset) {
+          host_runs.back().second = cursor;
+        } else {
+          host_runs.emplace_back(s.bucket_offset, cursor);
+        }
+        continue;
+      }
+      absl::Status built;
+      if (out.quant == QuantKind::kNone) {
+        built = BuildPackTable(out, s.tensor_offset, s.bytes, addrs, dst_addr, s.bucket_offset,
+                               &table_);
+      } else {
+        Fp8Launch launch;
+        built = BuildFp8Launch(out, s.tensor_offset, s.bytes, addrs, dst_addr, s.bucket_offset,
+                               &launch);
+        if (built.ok()) fp8_.push_back(std::move(launch));
+      }
+      if (!built.ok()) {
+        return absl::Status(built.code(), absl::StrCat("packing bucket ", g, " on the GPU: ",
+                                                       built.message()));
+      }
+    }
+
+    for (const auto& [begin, end] : host_runs) {
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst + begin, host_[i].data() + begin, end - begin,
+                                           cudaMemcpyHostToDevice, stream_),
+                           "bucket ", g);
+    }
+    if (!table_.empty()) {
+      RETURN_IF_ERROR(table_scratch_.Reserve(CopyTableScratchBytes(table_.size()), device_));
+      RETURN_IF_CUDA_ERROR(
+          LaunchCopyTable(table_.data(), table_.size(), table_scratch_.data(), stream_),
+          "bucket ", g, ": copy table of ", table_.size(), " entries");
+    }
+    if (!fp8_.empty()) {
+      // All row segments in one upload; each launch points into it.
+      size_t total = 0;
+      for (const Fp8Launch& l : fp8_) total += l.segments.size();
+      RETURN_IF_ERROR(fp8_scratch_.Reserve(total * sizeof(Fp8RowSegment), device_));
+      RETURN_IF_ERROR(fp8_host_.Reserve(total * sizeof(Fp8RowSegment)));
+      auto* host_rows = reinterpret_cast<Fp8RowSegment*>(fp8_host_.data());
+      auto* dev_rows = reinterpret_cast<Fp8RowSegment*>(fp8_scratch_.data());
+      size_t at = 0;
+      for (Fp8Launch& l : fp8_) {
+        std::memcpy(host_rows + at, l.segments.data(), l.segments.size() * sizeof(Fp8RowSegment));
+        l.params.segments = dev_rows + at;
+        l.params.num_segments = static_cast<uint32_t>(l.segments.size());
+        at += l.segments.size();
+      }
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dev_rows, host_rows, total * sizeof(Fp8RowSegment),
+                                           cudaMemcpyHostToDevice, stream_),
+                           "bucket ", g);
+      for (const Fp8Launch& l : fp8_) {
+        RETURN_IF_CUDA_ERROR(LaunchFp8Quantize(l.params, stream_), "bucket ", g,
+                             ": FP8 quantization");
+      }
+    }
+    // The checksum waits for everything above (one host synchronisation per
+    // bucket); the pinned buffers may then be reused.
+    ASSIGN_OR_RETURN(uint64_t checksum,
+                     DeviceBucketChecksum(dst, bucket.bytes,
+                                          reinterpret_cast<uint64_t*>(digests_.data()), stream_));
+    EncodeBucketTrailer(BucketTrailer{.checksum = checksum,
+                                      .weight_version = input.weight_version,
+                                      .bucket_index = g,
+                                      .payload_bytes = bucket.bytes},
+                        trailer_.data());
+    RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst + bucket.bytes, trailer_.data(), kBucketTrailerBytes,
+                                         cudaMemcpyHostToDevice, stream_),
+                         "bucket ", g);
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "bucket ", g);
+    return absl::OkStatus();
+  }
+
+  const int device_;
+  cudaStream_t stream_;
+  DeviceBuffer slots_[2];
+  size_t slot_bytes_ = 0;
+  PinnedBuffer host_[2];
+  DeviceBuffer scratch_;
+  DeviceBuffer zeros_;
+  DeviceBuffer digests_;
+  DeviceBuffer table_scratch_;
+  DeviceBuffer fp8_scratch_;
+  PinnedBuffer fp8_host_;
+  PinnedBuffer trailer_;
+  std::vector<CopyEntry> table_;
+  std::vector<Fp8Launch> fp8_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BucketPacker>> NewCudaBucketPacker(int device) {
+  ASSIGN_OR_RETURN(int count, CudaDeviceCount());
+  if (count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("GPU packer on device ", device, ": no CUDA device (or driver) here"));
+  }
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("GPU packer: device ", device, " of ", count, " CUDA devices"));
+  }
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "device ", device);
+  cudaStream_t stream = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "device ",
+                       device);
+  auto packer = std::make_unique<CudaBucketPacker>(device, stream);
+  RETURN_IF_ERROR(packer->Init());
+  return std::unique_ptr<BucketPacker>(std::move(packer));
+}
+
+}  // namespace weightcast
