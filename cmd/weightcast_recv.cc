@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   for (int i = 0; i < num_ranks; ++i) {
     weightcast::ReceiverOptions opts;
     opts.rank = rank_offset + i;
+    opts.cuda_device = cuda_device;
     opts.op_timeout = absl::Seconds(timeout_s);
     opts.test_corrupt_bucket = corrupt_bucket;
     opts.test_exit_after_bucket = exit_after_bucket;

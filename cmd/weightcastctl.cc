@@ -18,6 +18,7 @@
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "weightcast/v1/control.grpc.pb.h"
@@ -79,11 +80,12 @@ bool ReadDescriptors(const std::string& path, weightcast::v1::RegisterTensorsReq
         d->mutable_shm()->set_offset(t["shm"].value("offset", uint64_t{0}));
       } else if (t.contains("cuda_ipc")) {
         const auto& c = t["cuda_ipc"];
-        const std::string hex = c.at("ipc_handle").get<std::string>();
+        // proto3 JSON spells bytes in base64, as the Python trainer helper
+        // (weightcast_trainer.cuda_ipc.descriptors_document) writes them.
+        const std::string b64 = c.at("ipc_handle").get<std::string>();
         std::string raw;
-        if (hex.size() % 2 != 0) throw std::runtime_error("ipc_handle: odd hex length");
-        for (size_t k = 0; k < hex.size(); k += 2) {
-          raw.push_back(static_cast<char>(std::stoi(hex.substr(k, 2), nullptr, 16)));
+        if (!absl::Base64Unescape(b64, &raw)) {
+          throw std::runtime_error("ipc_handle: not base64");
         }
         d->mutable_cuda_ipc()->set_ipc_handle(raw);
         d->mutable_cuda_ipc()->set_offset(c.value("offset", uint64_t{0}));

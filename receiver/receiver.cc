@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/checksum.h"
 #include "common/status_macros.h"
 #include "protocol/manifest_exchange.h"
+#include "receiver/cuda_bucket_landing.h"
 
 namespace weightcast {
 
@@ -80,28 +80,32 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
 }
 
 absl::Status Receiver::ConsumeBucket(const GlobalManifest& manifest, uint32_t g,
-                                     uint64_t weight_version, const std::vector<std::byte>& buffer,
-                                     Sink& sink) {
+                                     uint64_t weight_version, BucketLanding& landing, Sink& sink) {
   const GlobalBucket& b = manifest.buckets[g];
-  absl::StatusOr<BucketTrailer> trailer = DecodeBucketTrailer(buffer.data() + b.bytes);
-  if (!trailer.ok()) {
-    return absl::DataLossError(absl::StrCat("bucket ", g, ": ", trailer.status().message()));
-  }
-  if (trailer->bucket_index != g || trailer->weight_version != weight_version ||
-      trailer->payload_bytes != b.bytes) {
-    return absl::DataLossError(absl::StrCat(
-        "bucket ", g, ": trailer says bucket ", trailer->bucket_index, " of version ",
-        trailer->weight_version, " with ", trailer->payload_bytes, " bytes"));
-  }
-  if (BucketChecksum(buffer.data(), b.bytes) != trailer->checksum) {
-    return absl::DataLossError(absl::StrCat("bucket ", g, " from sender ", b.root,
-                                            ": checksum mismatch (", b.bytes, " bytes)"));
-  }
+  ASSIGN_OR_RETURN(const std::byte* payload,
+                   landing.Verify(static_cast<int>(g % 2), b, g, weight_version,
+                                  landing.device() && sink.TakesDeviceMemory()));
   for (const auto& [t, seg] : manifest.bucket_segments[g]) {
-    absl::Status s = sink.Write(t, seg.tensor_offset, buffer.data() + seg.bucket_offset, seg.bytes);
+    absl::Status s = sink.Write(t, seg.tensor_offset, payload + seg.bucket_offset, seg.bytes);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<BucketLanding*> Receiver::LandingFor(const Transport& transport) {
+  if (!transport.IsDeviceMemory()) {
+    if (host_landing_ == nullptr) host_landing_ = NewHostBucketLanding();
+    return host_landing_.get();
+  }
+  if (gpu_landing_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<BucketLanding>> l = NewCudaBucketLanding(options_.cuda_device);
+    if (!l.ok()) {
+      return absl::Status(l.status().code(), absl::StrCat("rank ", options_.rank, ": ",
+                                                          l.status().message()));
+    }
+    gpu_landing_ = *std::move(l);
+  }
+  return gpu_landing_.get();
 }
 
 absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& sink) {
@@ -128,16 +132,27 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   absl::StatusOr<GlobalManifest> manifest =
       ExchangeManifests(transport, a.num_senders, a.weight_version, nullptr, options_.op_timeout);
   if (!manifest.ok()) return fail(manifest.status(), false);
+  // Without receive buffers this rank cannot take part: leave the group so
+  // nobody waits for it.
+  size_t max_bucket = 0;
+  for (const GlobalBucket& b : manifest->buckets) max_bucket = std::max<size_t>(max_bucket, b.bytes);
+  absl::StatusOr<BucketLanding*> landing_or = LandingFor(transport);
+  if (landing_or.ok()) {
+    if (absl::Status r = (*landing_or)->Reserve(max_bucket + kBucketTrailerBytes); !r.ok()) {
+      landing_or = r;
+    }
+  }
+  if (!landing_or.ok()) return fail(landing_or.status(), false);
+  BucketLanding& landing = **landing_or;
 
   // From here on a local problem (bad bucket, sink error) does not leave the
   // collective: this rank keeps receiving and votes 0, so the group stays
   // in step and usable.
   absl::Status local = sink.Begin(*manifest);
   const bool begun = local.ok();
-  // Two bucket buffers: bucket g is verified and handed to the sink on a
+  // Two landing slots: bucket g is verified and handed to the sink on a
   // worker while bucket g+1 arrives. Sink calls stay serialized (the next
   // consumption starts only after the previous one ended).
-  std::vector<std::byte> buffers[2];
   std::future<absl::Status> consuming;
   auto settle = [&] {
     if (!consuming.valid()) return;
@@ -148,25 +163,24 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
       options_.test_fault_version == 0 || options_.test_fault_version == a.weight_version;
   for (uint32_t g = 0; g < manifest->buckets.size(); ++g) {
     const GlobalBucket& b = manifest->buckets[g];
-    std::vector<std::byte>& buffer = buffers[g % 2];
-    buffer.resize(b.bytes + kBucketTrailerBytes);
-    absl::Status st = BroadcastBucket(transport, buffer.data(), buffer.size(), b.root,
-                                      a.num_senders, a.seq, g,
+    const int slot = static_cast<int>(g % 2);
+    absl::Status st = BroadcastBucket(transport, landing.slot(slot), b.bytes + kBucketTrailerBytes,
+                                      b.root, a.num_senders, a.seq, g,
                                       absl::Now() + options_.op_timeout);
     if (!st.ok()) {
       settle();
       return fail(st, begun);
     }
     if (fault_version && static_cast<int>(g) == options_.test_corrupt_bucket && b.bytes > 0) {
-      buffer[b.bytes / 2] ^= std::byte{0x01};
+      if (absl::Status f = landing.FlipBit(slot, b.bytes / 2); !f.ok() && local.ok()) local = f;
     }
     if (fault_version && static_cast<int>(g) == options_.test_exit_after_bucket) {
       std::_Exit(3);
     }
     settle();
     if (!local.ok()) continue;
-    consuming = std::async(std::launch::async, [this, g, &buffer, &manifest, &a, &sink] {
-      return ConsumeBucket(*manifest, g, a.weight_version, buffer, sink);
+    consuming = std::async(std::launch::async, [this, g, &landing, &manifest, &a, &sink] {
+      return ConsumeBucket(*manifest, g, a.weight_version, landing, sink);
     });
   }
   settle();

@@ -20,12 +20,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "protocol/group.h"
+#include "receiver/bucket_landing.h"
 #include "receiver/sink.h"
 
 namespace weightcast {
 
 struct ReceiverOptions {
   int rank = -1;                              // this inference rank's global rank
+  int cuda_device = 0;                        // receive buffers when the group uses NCCL
   absl::Duration op_timeout = absl::Seconds(120);  // per collective
   // Fault-injection hooks for the tests (-1: off), applied to the update of
   // `test_fault_version` (0: every update):
@@ -71,10 +73,12 @@ class Receiver {
       : options_(o), store_(s), member_(s, std::move(f), o.rank), seq_(seq) {}
 
   absl::StatusOr<ReceiveResult> RunUpdate(const Announcement& a, Sink& sink);
-  // Verifies bucket g's trailer and checksum and hands its segments to the
+  // Verifies bucket g (in landing slot g % 2) and hands its segments to the
   // sink. DATA_LOSS naming the bucket and sender on a mismatch.
   absl::Status ConsumeBucket(const GlobalManifest& manifest, uint32_t g, uint64_t weight_version,
-                             const std::vector<std::byte>& buffer, Sink& sink);
+                             BucketLanding& landing, Sink& sink);
+  // The landing in the transport's memory (made once, kept across updates).
+  absl::StatusOr<BucketLanding*> LandingFor(const Transport& transport);
 
   ReceiverOptions options_;
   KeyValueStore* store_;
@@ -82,6 +86,8 @@ class Receiver {
   uint64_t seq_;
   std::string incarnation_;  // of the coordinator seq_ counts in
   std::atomic<bool> stopped_{false};
+  std::unique_ptr<BucketLanding> host_landing_;
+  std::unique_ptr<BucketLanding> gpu_landing_;
 };
 
 }  // namespace weightcast

@@ -25,6 +25,10 @@ class Sink {
   virtual ~Sink() = default;
   // `manifest` stays valid until Commit/Abort returns.
   [[nodiscard]] virtual absl::Status Begin(const GlobalManifest& manifest) = 0;
+  // True when Write may be given device memory: with a device transport
+  // the receiver then hands over the verified GPU buffer itself instead of
+  // a host copy. Such a sink must be done with `data` when Write returns.
+  [[nodiscard]] virtual bool TakesDeviceMemory() const { return false; }
   // Bytes [offset, offset + bytes) of manifest tensor `tensor`.
   [[nodiscard]] virtual absl::Status Write(uint32_t tensor, uint64_t offset,
                                            const std::byte* data, uint64_t bytes) = 0;

@@ -178,3 +178,34 @@ def test_daemon_applies_a_text_proto_init_config(tmp_path):
                         f"unix:{tmp_path}/e.sock", "--init-config", str(bad)],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "InitBroadcasterRequest" in (p.stdout + p.stderr)
+
+
+def test_cuda_ipc_descriptors_from_the_trainer_helper(make_cluster, tmp_path):
+    """The trainer helper's document (proto3 JSON, base64 handles) goes
+    through weightcastctl; the daemon validates it by name, and an update
+    over gloo refuses GPU memory before anything is announced."""
+    from weightcast_trainer.cuda_ipc import descriptors_document
+
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    assert c.init(0).rc == 0
+
+    def register(handle: bytes, offset: int, allocation: int):
+        doc = descriptors_document([{
+            "name": "model.layers.0.mlp.gate.weight", "dtype": "BF16", "shape": [4, 8],
+            "cuda_ipc": {"ipc_handle": handle, "offset": offset, "device": 0,
+                         "allocation_bytes": allocation}}])
+        path = tmp_path / "ipc.json"
+        path.write_text(json.dumps(doc))
+        return c.ctl(0, "register", "--descriptors", str(path))
+
+    r = register(b"\x01" * 66, 0, 4096)  # torch's own 66-byte framing, not a raw handle
+    assert r.rc == 1 and "'model.layers.0.mlp.gate.weight'" in r.err and "64 bytes, got 66" in r.err
+    r = register(b"\x01" * 64, 4090, 4096)
+    assert r.rc == 1 and "outside its CUDA allocation of 4096 bytes" in r.err
+    r = register(b"\x01" * 64, 64, 4096)
+    assert r.rc == 0, r.err
+    status = json.loads(c.ctl(0, "status", "--json").out)
+    assert status["registered_tensors"] == 1
+    r = c.ctl(0, "update", "--version", "1")
+    assert r.rc == 1 and "is in GPU memory" in (r.out + r.err) and "nccl" in (r.out + r.err)
