@@ -19,6 +19,7 @@
 #include "common/checkpoint.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/checkpoint_sink.h"
+#include "receiver/discard_sink.h"
 #include "receiver/receiver.h"
 #include "receiver/transforming_sink.h"
 
@@ -51,6 +52,9 @@ int main(int argc, char** argv) {
                  "exit with 1 if no update is announced for this long (0: wait)");
   app.add_option("--bind-host", bind_host, "data-plane bind address")->capture_default_str();
   int cuda_device = 0;
+  bool discard = false;
+  app.add_flag("--discard", discard,
+               "benchmarks: verify every bucket, keep nothing (no checkpoint is written)");
   app.add_option("--cuda-device", cuda_device,
                  "GPU of this receiver when the group announces the nccl transport")
       ->capture_default_str();
@@ -115,8 +119,10 @@ int main(int argc, char** argv) {
       weightcast::CheckpointDirSink checkpoint(dir, shard_bytes);
       weightcast::TransformingSink vllm_sink(&checkpoint,
                                              weightcast::VllmLayoutBuilder(family, vllm));
-      weightcast::Sink& sink = layout == "vllm" ? static_cast<weightcast::Sink&>(vllm_sink)
-                                                : checkpoint;
+      weightcast::DiscardSink discarding;
+      weightcast::Sink& sink = discard            ? static_cast<weightcast::Sink&>(discarding)
+                               : layout == "vllm" ? static_cast<weightcast::Sink&>(vllm_sink)
+                                                  : checkpoint;
       uint64_t done = 0;
       absl::Time last_activity = absl::Now();
       while (!g_stop && (max_updates == 0 || done < max_updates)) {

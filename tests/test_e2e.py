@@ -180,3 +180,21 @@ def test_receivers_refuse_a_version_that_is_not_newer(make_cluster):
     c.write_version(6)
     assert c.update(6)[0].rc == 0
     c.verify(1, 6)
+
+
+def test_a_discarding_receiver_verifies_and_writes_nothing(make_cluster):
+    """weightcast-recv --discard (for benchmarks) still checks every bucket:
+    a clean update commits without a checkpoint, a corrupted one is voted
+    down."""
+    c = make_cluster(num_senders=1, num_receivers=1,
+                     recv_args={1: ["--discard", "--test-corrupt-bucket", "0",
+                                    "--test-fault-version", "2"]})
+    c.start()
+    c.register()
+    c.write_version(1)
+    r = c.update(1)
+    assert r[0].rc == 0, r[0].err
+    c.write_version(2)
+    r = c.update(2)
+    assert r[0].rc == 1 and "checksum mismatch" in (r[0].out + r[0].err)
+    assert not os.path.exists(c.receiver_out(1))

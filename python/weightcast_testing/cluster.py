@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
 from safetensors.numpy import load_file
 
@@ -24,8 +23,15 @@ from weightcast_trainer.shm import ShmTensorFile
 
 # safetensors' numpy backend looks F8_E4M3 up as numpy.float8_e4m3fn; numpy
 # has no such type, ml_dtypes does (importing it also registers bfloat16).
-if not hasattr(np, "float8_e4m3fn"):
-    np.float8_e4m3fn = ml_dtypes.float8_e4m3fn
+# (Optional: the GPU machine's Python may lack it, and its tests read
+# checkpoints through torch instead.)
+try:
+    import ml_dtypes
+
+    if not hasattr(np, "float8_e4m3fn"):
+        np.float8_e4m3fn = ml_dtypes.float8_e4m3fn
+except ImportError:
+    pass
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,6 +80,9 @@ class Cluster:
     bin_dir: str = field(default_factory=default_bin_dir)
     recv_args: dict = field(default_factory=dict)  # rank -> extra args
     init_args: dict = field(default_factory=dict)  # extra weightcastctl init flags
+    # NCCL on one GPU: every process its own NCCL_HOSTID, or NCCL refuses two
+    # ranks on one device ("Duplicate GPU"); sockets over loopback.
+    nccl_one_gpu: bool = False
 
     def __post_init__(self):
         os.makedirs(self.workdir, exist_ok=True)
@@ -86,6 +95,13 @@ class Cluster:
     # ---- processes -------------------------------------------------------
     def sock(self, s: int) -> str:
         return f"unix:{self.workdir}/wc{s}.sock"
+
+    def env(self, who: str) -> dict:
+        env = dict(os.environ)
+        if self.nccl_one_gpu:
+            env.update(NCCL_HOSTID=f"weightcast-{who}", NCCL_SOCKET_IFNAME="lo",
+                       NCCL_IB_DISABLE="1")
+        return env
 
     def bin(self, name: str) -> str:
         return os.path.join(self.bin_dir, name)
@@ -102,7 +118,8 @@ class Cluster:
                 os.unlink(path)
             log = open(f"{self.workdir}/weightcastd{s}.log", "w")
             self.daemons.append(subprocess.Popen(
-                [self.bin("weightcastd"), "--listen", self.sock(s)], stdout=log, stderr=log))
+                [self.bin("weightcastd"), "--listen", self.sock(s)], stdout=log, stderr=log,
+                env=self.env(f"sender{s}")))
         for s in range(self.num_senders):
             deadline = time.time() + 20
             while self.ctl(s, "status").rc != 0:
@@ -120,7 +137,8 @@ class Cluster:
                 "--shard-bytes", str(8 << 20)]
         args += extra if extra is not None else self.recv_args.get(rank, [])
         log = open(f"{self.workdir}/recv{rank}.log", "a")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                             env=self.env(f"rank{rank}"))
         self.receivers[rank] = p
         return p
 
