@@ -1,0 +1,130 @@
+#include "receiver/device_parameter_sink.h"
+
+#include <cuda_runtime_api.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/cuda_check.h"
+
+namespace weightcast {
+
+DeviceParameterSink::DeviceParameterSink(int device,
+                                         absl::flat_hash_map<std::string, DeviceTarget> targets,
+                                         Mode mode)
+    : device_(device), targets_(std::move(targets)), mode_(mode) {}
+
+DeviceParameterSink::~DeviceParameterSink() {
+  if (stream_ != nullptr) {
+    (void)cudaSetDevice(device_);
+    (void)cudaStreamSynchronize(stream_);
+    (void)cudaStreamDestroy(stream_);
+  }
+}
+
+absl::Status DeviceParameterSink::EnsureStream() {
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
+  if (stream_ == nullptr) {
+    cudaStream_t s = nullptr;
+    RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    stream_ = s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceParameterSink::Begin(const GlobalManifest& manifest) {
+  manifest_ = &manifest;
+  dirty_ = false;
+  by_tensor_.assign(manifest.tensors.size(), nullptr);
+  written_.assign(manifest.tensors.size(), 0);
+  shadows_.clear();
+  for (size_t i = 0; i < manifest.tensors.size(); ++i) {
+    const TensorSpec& spec = manifest.tensors[i].spec;
+    auto it = targets_.find(spec.name);
+    if (it == targets_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tensor '", spec.name, "' has no target parameter on this rank"));
+    }
+    if (it->second.bytes != spec.ByteSize() || it->second.data == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "tensor '", spec.name, "': ", spec.ByteSize(), " bytes arrive, its target has ",
+          it->second.bytes));
+    }
+    by_tensor_[i] = &it->second;
+  }
+  if (manifest.tensors.size() != targets_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the version has ", manifest.tensors.size(), " tensors, this rank has ", targets_.size(),
+        " target parameters"));
+  }
+  RETURN_IF_ERROR(EnsureStream());
+  if (mode_ == Mode::kStaged) {
+    shadows_ = std::vector<DeviceBuffer>(manifest.tensors.size());
+    for (size_t i = 0; i < shadows_.size(); ++i) {
+      absl::Status s = shadows_[i].Reserve(by_tensor_[i]->bytes, device_);
+      if (!s.ok()) {
+        shadows_.clear();
+        return absl::Status(s.code(), absl::StrCat("staging tensor '",
+                                                   manifest.tensors[i].spec.name, "': ",
+                                                   s.message()));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DeviceParameterSink::Write(uint32_t tensor, uint64_t offset, const std::byte* data,
+                                        uint64_t bytes) {
+  if (manifest_ == nullptr || tensor >= by_tensor_.size()) {
+    return absl::InternalError("write outside a version");
+  }
+  const DeviceTarget& t = *by_tensor_[tensor];
+  if (offset > t.bytes || bytes > t.bytes - offset) {
+    return absl::InternalError(absl::StrCat("tensor '", manifest_->tensors[tensor].spec.name,
+                                            "': write past its end"));
+  }
+  std::byte* dst = mode_ == Mode::kStaged ? shadows_[tensor].data()
+                                          : static_cast<std::byte*>(t.data);
+  if (mode_ == Mode::kInPlace) dirty_ = true;
+  auto stream = static_cast<cudaStream_t>(stream_);
+  RETURN_IF_CUDA_ERROR(
+      cudaMemcpyAsync(dst + offset, data, bytes, cudaMemcpyDeviceToDevice, stream), "tensor '",
+      manifest_->tensors[tensor].spec.name, "'");
+  // The landing slot is reused once Write returns.
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream), "tensor '",
+                       manifest_->tensors[tensor].spec.name, "'");
+  written_[tensor] += bytes;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> DeviceParameterSink::Commit() {
+  if (manifest_ == nullptr) return absl::InternalError("commit outside a version");
+  for (size_t i = 0; i < written_.size(); ++i) {
+    if (written_[i] != by_tensor_[i]->bytes) {
+      return absl::InternalError(absl::StrCat("tensor '", manifest_->tensors[i].spec.name, "': ",
+                                              written_[i], " of ", by_tensor_[i]->bytes,
+                                              " bytes arrived"));
+    }
+  }
+  auto stream = static_cast<cudaStream_t>(stream_);
+  if (mode_ == Mode::kStaged) {
+    RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    for (size_t i = 0; i < shadows_.size(); ++i) {
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(by_tensor_[i]->data, shadows_[i].data(),
+                                           by_tensor_[i]->bytes, cudaMemcpyDeviceToDevice,
+                                           stream),
+                           "tensor '", manifest_->tensors[i].spec.name, "'");
+    }
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+    shadows_.clear();
+  }
+  const uint64_t version = manifest_->weight_version;
+  manifest_ = nullptr;
+  return absl::StrCat("version ", version, " in ", written_.size(), " GPU parameters");
+}
+
+void DeviceParameterSink::Abort() {
+  manifest_ = nullptr;
+  shadows_.clear();
+}
+
+}  // namespace weightcast

@@ -1,0 +1,73 @@
+// DeviceParameterSink: copies each received tensor straight into the
+// inference engine's parameters on the GPU (device to device, from the
+// verified landing slot; nothing goes through the host), given as a
+// name -> (device pointer, bytes) map. Targets may live in this process or
+// be opened from a worker's CUDA IPC handles (kernels/cuda_ipc.h).
+//
+// Two modes, because "all of a version or none of it" costs memory:
+// - kStaged: each target gets a device shadow at Begin; segments go to the
+//   shadows and Commit copies every shadow into its parameter. Nothing of an
+//   aborted version reaches a parameter. Memory: one more copy of the
+//   targets.
+// - kInPlace: segments go into the parameters as they arrive. The engine
+//   must hold off serving between its own begin and finalize (the reload
+//   bracket of docs/FORMATS.md); after Abort, dirty() says whether any
+//   parameter was written, and the engine must reload before serving.
+// Every tensor of the version must have a target of exactly its size, and
+// every target must be written by the version (else Begin or Commit fails,
+// naming the tensor).
+#ifndef WEIGHTCAST_RECEIVER_DEVICE_PARAMETER_SINK_H_
+#define WEIGHTCAST_RECEIVER_DEVICE_PARAMETER_SINK_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "kernels/cuda_buffer.h"
+#include "receiver/sink.h"
+
+struct CUstream_st;
+
+namespace weightcast {
+
+struct DeviceTarget {
+  void* data = nullptr;  // device memory on the sink's device
+  uint64_t bytes = 0;
+};
+
+class DeviceParameterSink final : public Sink {
+ public:
+  enum class Mode { kStaged, kInPlace };
+
+  DeviceParameterSink(int device, absl::flat_hash_map<std::string, DeviceTarget> targets,
+                      Mode mode);
+  ~DeviceParameterSink() override;
+
+  bool TakesDeviceMemory() const override { return true; }
+  absl::Status Begin(const GlobalManifest& manifest) override;
+  absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
+                     uint64_t bytes) override;
+  absl::StatusOr<std::string> Commit() override;
+  void Abort() override;
+
+  // kInPlace: whether the last aborted version wrote into any parameter.
+  [[nodiscard]] bool dirty() const { return dirty_; }
+
+ private:
+  absl::Status EnsureStream();
+
+  const int device_;
+  const absl::flat_hash_map<std::string, DeviceTarget> targets_;
+  const Mode mode_;
+  CUstream_st* stream_ = nullptr;
+  const GlobalManifest* manifest_ = nullptr;
+  std::vector<const DeviceTarget*> by_tensor_;  // manifest index -> target
+  std::vector<uint64_t> written_;               // bytes per manifest tensor
+  std::vector<DeviceBuffer> shadows_;           // kStaged, per manifest tensor
+  bool dirty_ = false;
+};
+
+}  // namespace weightcast
+
+#endif  // WEIGHTCAST_RECEIVER_DEVICE_PARAMETER_SINK_H_
