@@ -85,6 +85,8 @@ absl::Status DeviceParameterSink::Write(uint32_t tensor, uint64_t offset, const 
   std::byte* dst = mode_ == Mode::kStaged ? shadows_[tensor].data()
                                           : static_cast<std::byte*>(t.data);
   if (mode_ == Mode::kInPlace) dirty_ = true;
+  // Writes come from the receiver's consumer threads: set the device here.
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
   auto stream = static_cast<cudaStream_t>(stream_);
   RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(dst + offset, data, bytes, cudaMemcpyDeviceToDevice, stream), "tensor '",
