@@ -170,7 +170,7 @@ def generate_model(model_dir: str, size: str) -> None:
     specs = {
         "tiny": MoeModelSpec.tiny(),
         "default": MoeModelSpec(),
-        # ~2.2 GB of BF16: enough to time a GPU update.
+        # ~2.8 GB of BF16: enough to time a GPU update.
         "large": MoeModelSpec(hidden=2048, heads=16, kv_heads=4, head_dim=128,
                               moe_intermediate=768, dense_intermediate=6144, experts=64,
                               experts_per_tok=8, layers=4, vocab=32000),
@@ -414,14 +414,16 @@ def run_rank(rank: int, world: int, args, device: torch.device) -> dict | None:
             sync(device)
 
         def record(i, bucket):
+            if args.corrupt_for_test and rank == world - 1 and i == len(sizes) - 1:
+                bucket[-1] ^= 1  # the tests' proof that a bad byte fails the run
             hashes.append(digest(bucket))
             if any(bi == i for bi, _ in spot.values()):
                 kept[i] = bucket
 
         update(record)
         barrier(device)
-        gathered = [None] * world if rank == 0 else None
-        dist.gather_object(hashes, gathered, dst=0)
+        gathered = [None] * world  # all_gather_object: supported by every backend
+        dist.all_gather_object(gathered, hashes)
         if rank == 0:
             assert len(hashes) == len(sizes)
             for r in range(1, world):
@@ -512,6 +514,7 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=["auto", "nccl", "gloo"], default="auto")
     p.add_argument("--verify", action="store_true",
                    help="hash-compare every received bucket (and FP8 spot checks)")
+    p.add_argument("--corrupt-for-test", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=600, help="collective timeout, seconds")
     p.add_argument("--json", help="also write the result line here")
     args = p.parse_args(argv)

@@ -96,6 +96,15 @@ def test_baseline_and_raw_move_the_same_bytes_and_verify(tiny_model, tmp_path, f
         assert base["fp8_checked"] == []
 
 
+def test_verify_catches_a_corrupted_byte(tiny_model, tmp_path):
+    p = subprocess.run([sys.executable, SCRIPT, "--model-dir", tiny_model, "--receivers", "2",
+                        "--backend", "gloo", "--reps", "1", "--verify", "--corrupt-for-test",
+                        "--bucket-bytes", str(64 << 10), "--timeout", "60"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and p.stdout.strip() == ""
+    assert "rank 2: buckets [" in p.stderr and "differ from what rank 0 sent" in p.stderr
+
+
 def test_a_failing_rank_reports_no_number(tiny_model, tmp_path):
     """The script does not report a number when a rank fails."""
     p = subprocess.run([sys.executable, SCRIPT, "--model-dir", str(tmp_path / "missing"),
