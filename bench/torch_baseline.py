@@ -359,7 +359,7 @@ def run_rank(rank: int, world: int, args, device: torch.device) -> dict | None:
         for bucket, entries in iter_buckets(state, args.bucket_bytes, args.expand, args.fp8):
             plan.append(entries)
             sizes.append(bucket.numel())
-        del bucket
+        bucket = None  # free the planning pass's last bucket
         box = [{"entries": plan, "sizes": sizes, "tensors": len(state)}]
     else:
         box = [None]
@@ -383,7 +383,8 @@ def run_rank(rank: int, world: int, args, device: torch.device) -> dict | None:
             count = 0
             for i, (bucket, _) in enumerate(
                     iter_buckets(state, args.bucket_bytes, args.expand, args.fp8)):
-                assert bucket.numel() == sizes[i], "bucket plan changed between updates"
+                assert i < len(sizes) and bucket.numel() == sizes[i], \
+                    "bucket plan changed between updates"
                 dist.broadcast(bucket, src=0)
                 if on_bucket:
                     on_bucket(i, bucket)
