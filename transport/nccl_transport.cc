@@ -223,9 +223,20 @@ absl::StatusOr<int64_t> NcclTransport::AllReduceMin(int64_t value, absl::Time de
   if (r != ncclSuccess && r != ncclInProgress) {
     return Fail(NcclErrorStatus(r, "ncclAllReduce", "rank ", rank_));
   }
-  RETURN_IF_CUDA_ERROR(
-      cudaMemcpyAsync(h_value_, d_value_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
+  // Wait before the copy back: on a non-blocking communicator NCCL returns
+  // ncclInProgress and puts the all-reduce on the stream later, from a
+  // thread of its own, so a copy enqueued now could run before it and read
+  // the old value.
   if (absl::Status s = WaitForCompletion(deadline, "all-reduce(min)", -1); !s.ok()) return s;
+  if (cudaError_t e = cudaMemcpyAsync(h_value_, d_value_, sizeof(int64_t), cudaMemcpyDeviceToHost,
+                                      stream);
+      e != cudaSuccess) {
+    // The peers saw this rank take part: break the transport, as any error does.
+    return Fail(CudaErrorStatus(e, "cudaMemcpyAsync", "NCCL rank ", rank_, ", all-reduce(min)"));
+  }
+  if (absl::Status s = WaitForCompletion(deadline, "all-reduce(min) copy-out", -1); !s.ok()) {
+    return s;
+  }
   return *h_value_;
 }
 
