@@ -3,7 +3,10 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <bit>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +34,10 @@ ncclResult_t PollComm(ncclComm_t comm, absl::Time deadline, const std::atomic<bo
     Pause();
   }
 }
+
+// Smallest BroadcastHost staging buffer: most manifests fit, so the first
+// one allocates once.
+constexpr size_t kMinStagingBytes = size_t{64} << 10;
 
 }  // namespace
 
@@ -131,6 +138,7 @@ NcclTransport::~NcclTransport() {
     comm_ = nullptr;
   }
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  if (staging_ != nullptr) cudaFree(staging_);
   if (d_value_ != nullptr) cudaFree(d_value_);
   if (h_value_ != nullptr) cudaFreeHost(h_value_);
 }
@@ -160,6 +168,25 @@ absl::Status NcclTransport::Fail(absl::Status s) {
     comm_ = nullptr;
   }
   return s;
+}
+
+absl::Status NcclTransport::EnsureStaging(size_t bytes) {
+  if (bytes <= staging_bytes_) return absl::OkStatus();
+  // Powers of two: a run of growing manifests reallocates a few times, not
+  // at every update.
+  size_t want = std::max(bytes, kMinStagingBytes);
+  if (want <= (std::numeric_limits<size_t>::max() >> 1) + 1) want = std::bit_ceil(want);
+  if (staging_ != nullptr) {
+    // Nothing uses the old buffer: every earlier call completed on the
+    // stream or broke the transport (which aborted the communicators).
+    cudaFree(staging_);
+    staging_ = nullptr;
+    staging_bytes_ = 0;
+  }
+  RETURN_IF_CUDA_ERROR(cudaMalloc(&staging_, want), "NCCL rank ", rank_, ": ", want,
+                       " bytes to stage host broadcasts");
+  staging_bytes_ = want;
+  return absl::OkStatus();
 }
 
 absl::Status NcclTransport::WaitForCompletion(absl::Time deadline, const char* what, int root) {
@@ -210,6 +237,57 @@ absl::Status NcclTransport::Broadcast(void* data, size_t bytes, int root, absl::
                                 " bytes"));
   }
   return WaitForCompletion(deadline, "broadcast", root);
+}
+
+absl::Status NcclTransport::BroadcastHost(void* data, size_t bytes, int root,
+                                          absl::Time deadline) {
+  if (absl::Status s = CheckUsable(); !s.ok()) return s;
+  if (root < 0 || root >= world_size_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("NCCL rank ", rank_, ": host broadcast root ", root, " outside world of ",
+                     world_size_));
+  }
+  if (bytes == 0) return absl::OkStatus();
+  if (data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("NCCL rank ", rank_, ": null buffer"));
+  }
+  // From here the peers are entering the collective: any failure breaks the
+  // transport, since this rank can no longer stay in step with them.
+  if (cudaError_t e = cudaSetDevice(device_); e != cudaSuccess) {
+    return Fail(CudaErrorStatus(e, "cudaSetDevice", "NCCL rank ", rank_));
+  }
+  if (absl::Status s = EnsureStaging(bytes); !s.ok()) return Fail(std::move(s));
+  auto stream = static_cast<cudaStream_t>(stream_);
+  if (rank_ == root) {
+    // The stream is idle (every earlier call waited for it), so even a copy
+    // from pageable memory, which may hold the host until it is staged,
+    // does not wait on a peer.
+    if (cudaError_t e = cudaMemcpyAsync(staging_, data, bytes, cudaMemcpyHostToDevice, stream);
+        e != cudaSuccess) {
+      return Fail(CudaErrorStatus(e, "cudaMemcpyAsync", "NCCL rank ", rank_,
+                                  ", host broadcast root ", root));
+    }
+  }
+  const ncclResult_t r = ncclBroadcast(staging_, staging_, bytes, ncclUint8, root, comm_, stream);
+  if (r != ncclSuccess && r != ncclInProgress) {
+    return Fail(NcclErrorStatus(r, "ncclBroadcast", "rank ", rank_, ", host broadcast root ", root,
+                                ", ", bytes, " bytes"));
+  }
+  if (absl::Status s = WaitForCompletion(deadline, "host broadcast", root); !s.ok()) {
+    return s;
+  }
+  if (rank_ == root) return absl::OkStatus();
+  // Only now the copy out, for two reasons: NCCL may put the broadcast on
+  // the stream later, from a thread of its own (non-blocking communicator),
+  // so a copy enqueued earlier could run before it; and a copy to pageable
+  // memory returns only when done, so behind a broadcast that waits on a
+  // hung peer it would block past the deadline and Abort().
+  if (cudaError_t e = cudaMemcpyAsync(data, staging_, bytes, cudaMemcpyDeviceToHost, stream);
+      e != cudaSuccess) {
+    return Fail(CudaErrorStatus(e, "cudaMemcpyAsync", "NCCL rank ", rank_,
+                                ", host broadcast root ", root));
+  }
+  return WaitForCompletion(deadline, "host broadcast copy-out", root);
 }
 
 absl::StatusOr<int64_t> NcclTransport::AllReduceMin(int64_t value, absl::Time deadline) {

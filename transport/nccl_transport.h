@@ -17,7 +17,18 @@
 //
 // Broadcast data are device pointers on `device`; the call returns when the
 // broadcast is complete on this rank (the caller's streams need no further
-// synchronisation with it). Threading as in Transport.
+// synchronisation with it). BroadcastHost takes host memory and stages it
+// through a device buffer the transport owns (grown on demand, kept until
+// destruction): it is meant for the small control messages of an update
+// (manifests, a few KB to a few MB), not for buckets.
+//
+// Threading: NCCL requires that a communicator be used by one thread at a
+// time, so every NCCL call of this transport (at init, in collectives and
+// at teardown) is made by the thread calling Connect / Broadcast /
+// BroadcastHost / AllReduceMin / the destructor, one call at a time (the
+// update thread, as in Transport). Abort() only raises a flag: the update
+// thread notices within one poll interval and aborts the communicator
+// itself.
 #ifndef WEIGHTCAST_TRANSPORT_NCCL_TRANSPORT_H_
 #define WEIGHTCAST_TRANSPORT_NCCL_TRANSPORT_H_
 
@@ -70,6 +81,9 @@ class NcclTransport final : public Transport {
   bool IsDeviceMemory() const override { return true; }
 
   absl::Status Broadcast(void* data, size_t bytes, int root, absl::Time deadline) override;
+  // `data` is host memory (pageable is fine): H2D into the staging buffer on
+  // the root, ncclBroadcast, D2H on the others, waited like Broadcast.
+  absl::Status BroadcastHost(void* data, size_t bytes, int root, absl::Time deadline) override;
   absl::StatusOr<int64_t> AllReduceMin(int64_t value, absl::Time deadline) override;
   void Abort() override;
   bool healthy() const override { return healthy_.load(std::memory_order_acquire); }
@@ -77,10 +91,11 @@ class NcclTransport final : public Transport {
  private:
   NcclTransport(int rank, int world_size, int device, ncclComm* comm, CUstream_st* stream,
                 int64_t* d_value, int64_t* h_value);
-
   // Checks state before a collective: ABORTED after Abort(), FAILED_PRECONDITION
   // when already broken.
   absl::Status CheckUsable() const;
+  // Grows the host-broadcast staging buffer to at least `bytes`.
+  absl::Status EnsureStaging(size_t bytes);
   // Polls until the last enqueued collective completed on this rank.
   absl::Status WaitForCompletion(absl::Time deadline, const char* what, int root);
   // Aborts the communicator and marks the transport broken; returns `s`.
@@ -93,6 +108,8 @@ class NcclTransport final : public Transport {
   CUstream_st* stream_;
   int64_t* d_value_;  // device scratch for AllReduceMin
   int64_t* h_value_;  // pinned host mirror
+  void* staging_ = nullptr;  // device staging for BroadcastHost
+  size_t staging_bytes_ = 0;
   std::atomic<bool> abort_requested_{false};
   std::atomic<bool> healthy_{true};
 };
