@@ -1,12 +1,16 @@
-// NcclTransport on a real GPU (skipped without one): one-rank broadcast and
-// all-reduce; init timeout when a peer never joins; and with more ranks in
-// child processes (this binary re-executed, each rank with its own
-// NCCL_HOSTID so NCCL takes them for separate hosts and uses its socket
-// transport over loopback, all on GPU 0):
+// NcclTransport. Option checks run everywhere; the rest needs a real GPU and
+// skips without one: one-rank broadcast and all-reduce; init timeout when a
+// peer never joins; and with more ranks in child processes (this binary
+// re-executed, each rank with its own NCCL_HOSTID so NCCL takes them for
+// separate hosts and uses its socket transport over loopback, all on GPU 0):
 //   - a two-way broadcast, the commit vote, then a broadcast the child never
 //     joins ending in DEADLINE_EXCEEDED, or an Abort() from another thread
 //     ending it in ABORTED;
-//   - BroadcastHost of odd-sized host buffers from every root.
+//   - BroadcastHost of odd-sized host buffers from every root;
+//   - partial broadcasts over the per-sender sub-communicators (2 senders,
+//     2 inference ranks), each sender sending while the other does not call;
+//   - a partial broadcast whose receiver never calls (DEADLINE_EXCEEDED);
+//   - a split that a peer never makes (Connect's DEADLINE_EXCEEDED).
 #include "transport/nccl_transport.h"
 
 #include <cuda_runtime_api.h>
@@ -128,12 +132,14 @@ std::string Hex(const NcclId& id) {
 }
 
 absl::StatusOr<std::unique_ptr<NcclTransport>> ConnectRank(
-    int rank, int world, const NcclId& id, absl::Duration timeout = absl::Seconds(60)) {
+    int rank, int world, const NcclId& id, int num_senders,
+    absl::Duration timeout = absl::Seconds(60)) {
   return NcclTransport::Connect({.rank = rank,
                                  .world_size = world,
                                  .unique_id = id,
                                  .device = 0,
-                                 .deadline = absl::Now() + timeout});
+                                 .deadline = absl::Now() + timeout,
+                                 .num_senders = num_senders});
 }
 
 // ---------------------------------------------------------------------------
@@ -143,7 +149,7 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> ConnectRank(
 // 3 ranks: BroadcastHost of odd sizes, growing and shrinking (so the staging
 // buffer grows more than once and is reused), from every root.
 void HostBroadcastScenario(int rank, int world, const NcclId& id) {
-  auto t = ConnectRank(rank, world, id);
+  auto t = ConnectRank(rank, world, id, /*num_senders=*/0);
   ASSERT_TRUE(t.ok()) << t.status();
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   for (size_t bytes : {size_t{1}, size_t{4099}, (size_t{3} << 20) + 5, size_t{17}}) {
@@ -165,10 +171,131 @@ void HostBroadcastScenario(int rank, int world, const NcclId& id) {
   EXPECT_TRUE((*t)->healthy());
 }
 
+// 2 senders (0, 1) + 2 inference ranks (2, 3).
+void PartialBroadcastScenario(int rank, int world, const NcclId& id) {
+  constexpr int kSenders = 2;
+  auto t = ConnectRank(rank, world, id, kSenders);
+  ASSERT_TRUE(t.ok()) << t.status();
+  NcclTransport& tr = **t;
+  ASSERT_TRUE(tr.SupportsPartialBroadcast());
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  void* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, kBytes), cudaSuccess);
+
+  if (rank == 0) {
+    // Misuse is refused up front and breaks nothing.
+    EXPECT_EQ(tr.BroadcastToRanks(d, kBytes, 1, kSenders, 0, deadline).code(),
+              absl::StatusCode::kInvalidArgument);  // the other sender's broadcast
+    EXPECT_EQ(tr.BroadcastToRanks(d, kBytes, 0, 1, 0, deadline).code(),
+              absl::StatusCode::kInvalidArgument);  // receivers are the inference ranks
+    EXPECT_EQ(tr.BroadcastToRanks(d, kBytes, 2, kSenders, 0, deadline).code(),
+              absl::StatusCode::kInvalidArgument);  // root is not a sender
+    EXPECT_TRUE(tr.healthy());
+  }
+
+  // Two rounds, the inference ranks taking the senders in opposite orders:
+  // each sub-communicator keeps its own order, whatever the others do.
+  for (int round = 0; round < 2; ++round) {
+    const size_t bytes = round == 0 ? kBytes : 4099;
+    if (rank < kSenders) {
+      // This sender's bucket; the other sender does not call for it.
+      Upload(d, Pattern(bytes, 100 * (round + 1) + rank));
+      const absl::Status s = tr.BroadcastToRanks(d, bytes, rank, kSenders, /*tag=*/rank, deadline);
+      ASSERT_TRUE(s.ok()) << "sender " << rank << ", round " << round << ": " << s;
+    } else {
+      for (int i = 0; i < kSenders; ++i) {
+        const int root = round == 0 ? i : kSenders - 1 - i;
+        ASSERT_EQ(cudaMemset(d, 0, bytes), cudaSuccess);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        const absl::Status s = tr.BroadcastToRanks(d, bytes, root, kSenders, root, deadline);
+        ASSERT_TRUE(s.ok()) << "rank " << rank << ", root " << root << ", round " << round << ": "
+                            << s;
+        ASSERT_EQ(Download(d, bytes), Pattern(bytes, 100 * (round + 1) + root))
+            << "rank " << rank << ", root " << root << ", round " << round;
+      }
+    }
+  }
+
+  // The senders sat out each other's broadcasts; the whole group is still in
+  // step on the parent communicator.
+  if (rank == 3) Upload(d, Pattern(7));
+  ASSERT_TRUE(tr.Broadcast(d, kBytes, 3, deadline).ok());
+  EXPECT_EQ(Download(d, kBytes), Pattern(7)) << "rank " << rank;
+  auto min = tr.AllReduceMin(rank + 1, deadline);
+  ASSERT_TRUE(min.ok()) << min.status();
+  EXPECT_EQ(*min, 1);
+  EXPECT_TRUE(tr.healthy());
+  t->reset();  // graceful teardown of every communicator, on every rank
+  cudaFree(d);
+}
+
+// 2 senders (0, 1) + 1 inference rank (2), which takes one partial broadcast
+// and then never calls again; sender 1 stays idle.
+void HungReceiverScenario(int rank, int world, const NcclId& id) {
+  constexpr int kSenders = 2;
+  // Far more than NCCL's and the sockets' buffers hold, so the root cannot
+  // finish without the receiver.
+  constexpr size_t kHangBytes = size_t{256} << 20;
+  auto t = ConnectRank(rank, world, id, kSenders);
+  ASSERT_TRUE(t.ok()) << t.status();
+  NcclTransport& tr = **t;
+  void* d = nullptr;
+  ASSERT_EQ(cudaMalloc(&d, kHangBytes), cudaSuccess);
+  if (rank == 0 || rank == 2) {
+    // One that works first, so the timeout below is the receiver's doing.
+    if (rank == 0) Upload(d, Pattern(3));
+    const absl::Status s = tr.BroadcastToRanks(d, kBytes, 0, kSenders, 0,
+                                               absl::Now() + absl::Seconds(60));
+    ASSERT_TRUE(s.ok()) << "rank " << rank << ": " << s;
+    ASSERT_EQ(Download(d, kBytes), Pattern(3));
+  }
+  if (rank != 0) {
+    absl::SleepFor(absl::Seconds(120));  // a hung peer; rank 0 kills us
+    return;
+  }
+  const absl::Duration timeout = absl::Seconds(2);
+  const absl::Time start = absl::Now();
+  const absl::Status s = tr.BroadcastToRanks(d, kHangBytes, 0, kSenders, 1, start + timeout);
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "rank 0")) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "root 0")) << s;
+  EXPECT_GE(took, timeout);
+  EXPECT_LT(took, timeout + absl::Seconds(8));  // the deadline, then the aborts
+  EXPECT_FALSE(tr.healthy());
+  EXPECT_EQ(tr.BroadcastToRanks(d, kBytes, 0, kSenders, 2, absl::Now() + absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(tr.Broadcast(d, kBytes, 0, absl::Now() + absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  const absl::Time before_reset = absl::Now();
+  t->reset();  // every communicator already aborted: no hang
+  EXPECT_LT(absl::Now() - before_reset, absl::Seconds(5));
+  cudaFree(d);
+}
+
+// 2 ranks; rank 1 connects without num_senders, so it never makes the split
+// that rank 0 (num_senders = 1) waits for.
+void NeverSplitsScenario(int rank, int world, const NcclId& id) {
+  if (rank == 1) {
+    auto t = ConnectRank(rank, world, id, /*num_senders=*/0);
+    ASSERT_TRUE(t.ok()) << t.status();
+    absl::SleepFor(absl::Seconds(120));  // rank 0 kills us
+    return;
+  }
+  const absl::Time start = absl::Now();
+  auto t = ConnectRank(rank, world, id, /*num_senders=*/1, absl::Seconds(15));
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kDeadlineExceeded) << t.status();
+  EXPECT_TRUE(absl::StrContains(t.status().message(), "root 0")) << t.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(25));
+}
+
 using Scenario = void (*)(int rank, int world, const NcclId& id);
 
 Scenario FindScenario(absl::string_view name) {
   if (name == "host_broadcast") return HostBroadcastScenario;
+  if (name == "partial_broadcast") return PartialBroadcastScenario;
+  if (name == "hung_receiver") return HungReceiverScenario;
+  if (name == "never_splits") return NeverSplitsScenario;
   return nullptr;
 }
 
@@ -222,15 +349,34 @@ TEST(NcclChild, Scenario) {
 
 // ---------------------------------------------------------------------------
 
+// No WC_SKIP_WITHOUT_GPU(): the options are checked before any CUDA call, so
+// this holds on machines without a GPU or driver too (there a CUDA call
+// would fail with INTERNAL instead).
+TEST(NcclTransportTest, RejectsBadSenderCountBeforeTouchingCuda) {
+  for (int num_senders : {-1, 3, 100}) {
+    const absl::Status s =
+        NcclTransport::Connect({.rank = 0, .world_size = 2, .num_senders = num_senders}).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << num_senders << ": " << s;
+    EXPECT_TRUE(absl::StrContains(s.message(), "senders")) << s;
+  }
+  EXPECT_EQ(NcclTransport::Connect({.rank = 2, .world_size = 2}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(NcclTransport::Connect({.rank = 0, .world_size = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(NcclTransportTest, OneRankBroadcastAndAllReduce) {
   WC_SKIP_WITHOUT_GPU();
   NcclEnv("host0");
   auto id = NewNcclUniqueId();
   ASSERT_TRUE(id.ok()) << id.status();
+  // One sender and no inference rank: nothing to split.
   auto t = NcclTransport::Connect({.rank = 0, .world_size = 1, .unique_id = *id, .device = 0,
-                                   .deadline = absl::Now() + absl::Seconds(60)});
+                                   .deadline = absl::Now() + absl::Seconds(60),
+                                   .num_senders = 1});
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_TRUE((*t)->IsDeviceMemory());
+  EXPECT_FALSE((*t)->SupportsPartialBroadcast());
   void* d = nullptr;
   ASSERT_EQ(cudaMalloc(&d, kBytes), cudaSuccess);
   const auto want = Pattern(1);
@@ -248,6 +394,8 @@ TEST(NcclTransportTest, OneRankBroadcastAndAllReduce) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*t)->BroadcastHost(host.data(), host.size(), 1, absl::Now() + absl::Seconds(1)).code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->BroadcastToRanks(d, kBytes, 0, 1, 0, absl::Now() + absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE((*t)->healthy());
   (*t)->Abort();
   (*t)->Abort();  // idempotent
@@ -273,10 +421,8 @@ TEST(NcclTransportTest, ConnectTimesOutWhenAPeerNeverJoins) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
 }
 
-TEST(NcclTransportTest, RejectsBadOptions) {
+TEST(NcclTransportTest, RejectsBadDevice) {
   WC_SKIP_WITHOUT_GPU();
-  EXPECT_EQ(NcclTransport::Connect({.rank = 2, .world_size = 2}).status().code(),
-            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(NcclTransport::Connect({.rank = 0, .world_size = 1, .device = 4096}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -284,6 +430,21 @@ TEST(NcclTransportTest, RejectsBadOptions) {
 TEST(NcclTransportTest, HostBroadcastFromEveryRoot) {
   WC_SKIP_WITHOUT_GPU();
   RunOnRanks("host_broadcast", 3);
+}
+
+TEST(NcclTransportTest, PartialBroadcastPerSender) {
+  WC_SKIP_WITHOUT_GPU();
+  RunOnRanks("partial_broadcast", 4);
+}
+
+TEST(NcclTransportTest, PartialBroadcastTimesOutWhenTheReceiverNeverCalls) {
+  WC_SKIP_WITHOUT_GPU();
+  RunOnRanks("hung_receiver", 3, /*hung=*/{1, 2});
+}
+
+TEST(NcclTransportTest, ConnectTimesOutWhenAPeerNeverSplits) {
+  WC_SKIP_WITHOUT_GPU();
+  RunOnRanks("never_splits", 2, /*hung=*/{1});
 }
 
 // Rank 1, run as a child process by NcclTwoRankTest.
