@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectNccl(const DataPlaneOptions& o
                                          .world_size = r.world_size,
                                          .unique_id = id,
                                          .device = o.cuda_device,
-                                         .deadline = r.deadline});
+                                         .deadline = r.deadline,
+                                         .num_senders = static_cast<int>(r.num_senders)});
   if (!t.ok()) return t.status();
   return std::unique_ptr<Transport>(*std::move(t));
 }
