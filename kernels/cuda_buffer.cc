@@ -2,9 +2,36 @@
 
 #include <cuda_runtime_api.h>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/cuda_check.h"
+#include "kernels/gpu_device.h"
 
 namespace weightcast {
+
+absl::StatusOr<CudaStream> CudaStream::Create(int device, absl::string_view what) {
+  absl::StatusOr<int> count = CudaDeviceCount();
+  if (!count.ok()) return count.status();
+  if (*count == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " on device ", device, ": no CUDA device (or driver) here"));
+  }
+  if (device < 0 || device >= *count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": device ", device, " of ", *count, " CUDA devices"));
+  }
+  RETURN_IF_CUDA_ERROR(cudaSetDevice(device), what, ", device ", device);
+  cudaStream_t stream = nullptr;
+  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), what,
+                       ", device ", device);
+  return CudaStream(stream, device);
+}
+
+CudaStream::~CudaStream() {
+  if (stream_ == nullptr) return;
+  (void)cudaSetDevice(device_);
+  (void)cudaStreamSynchronize(stream_);
+  (void)cudaStreamDestroy(stream_);
+}
 
 absl::Status DeviceBuffer::Reserve(size_t bytes, int device) {
   if (data_ != nullptr && capacity_ >= bytes && device_ == device) return absl::OkStatus();

@@ -1,5 +1,6 @@
-// Owned CUDA memory that grows on demand: device buffers for staging
-// buckets and kernel scratch, pinned host buffers for asynchronous copies.
+// Owned CUDA resources: memory that grows on demand (device buffers for
+// staging buckets and kernel scratch, pinned host buffers for asynchronous
+// copies) and the non-blocking streams the data plane's stages run on.
 //
 //   DeviceBuffer slot;
 //   RETURN_IF_ERROR(slot.Reserve(bucket_bytes, device));
@@ -14,8 +15,38 @@
 #include <cstddef>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+struct CUstream_st;  // cudaStream_t, without the CUDA headers
 
 namespace weightcast {
+
+// A non-blocking CUDA stream on one device. Destruction waits for the work
+// enqueued on it (buffers it reads may be freed right after) and destroys it.
+class CudaStream {
+ public:
+  // Checks that `device` exists (FAILED_PRECONDITION naming `what` when
+  // there is no CUDA device or driver, or the ordinal is out of range) and
+  // makes the stream there; INTERNAL on CUDA errors.
+  [[nodiscard]] static absl::StatusOr<CudaStream> Create(int device, absl::string_view what);
+
+  CudaStream(CudaStream&& other) noexcept
+      : stream_(other.stream_), device_(other.device_) {
+    other.stream_ = nullptr;
+  }
+  CudaStream& operator=(CudaStream&&) = delete;
+  CudaStream(const CudaStream&) = delete;
+  ~CudaStream();
+
+  [[nodiscard]] CUstream_st* get() const { return stream_; }
+  [[nodiscard]] int device() const { return device_; }
+
+ private:
+  CudaStream(CUstream_st* stream, int device) : stream_(stream), device_(device) {}
+  CUstream_st* stream_;
+  int device_;
+};
 
 class DeviceBuffer {
  public:

@@ -8,19 +8,14 @@
 #include "kernels/checksum_gpu.h"
 #include "kernels/cuda_buffer.h"
 #include "kernels/cuda_check.h"
-#include "kernels/gpu_device.h"
 
 namespace weightcast {
 namespace {
 
 class CudaBucketLanding final : public BucketLanding {
  public:
-  CudaBucketLanding(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
-  ~CudaBucketLanding() override {
-    (void)cudaSetDevice(device_);
-    (void)cudaStreamSynchronize(stream_);
-    (void)cudaStreamDestroy(stream_);
-  }
+  explicit CudaBucketLanding(CudaStream stream)
+      : device_(stream.device()), stream_(stream.get()), owned_stream_(std::move(stream)) {}
 
   bool device() const override { return true; }
 
@@ -68,31 +63,21 @@ class CudaBucketLanding final : public BucketLanding {
 
  private:
   const int device_;
-  cudaStream_t stream_;
+  const cudaStream_t stream_;
   DeviceBuffer slots_[2];
   DeviceBuffer digests_[2];
   PinnedBuffer trailers_[2];
   PinnedBuffer host_[2];
   size_t slot_bytes_ = 0;
+  // Last: destroyed first, so its work is done before the buffers are freed.
+  CudaStream owned_stream_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BucketLanding>> NewCudaBucketLanding(int device) {
-  ASSIGN_OR_RETURN(int count, CudaDeviceCount());
-  if (count == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("GPU receive buffers on device ", device, ": no CUDA device (or driver) here"));
-  }
-  if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("GPU receive buffers: device ", device, " of ", count, " CUDA devices"));
-  }
-  RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "device ", device);
-  cudaStream_t stream = nullptr;
-  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "device ",
-                       device);
-  return std::unique_ptr<BucketLanding>(std::make_unique<CudaBucketLanding>(device, stream));
+  ASSIGN_OR_RETURN(CudaStream stream, CudaStream::Create(device, "GPU receive buffers"));
+  return std::unique_ptr<BucketLanding>(std::make_unique<CudaBucketLanding>(std::move(stream)));
 }
 
 }  // namespace weightcast

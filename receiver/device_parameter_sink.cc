@@ -13,20 +13,10 @@ DeviceParameterSink::DeviceParameterSink(int device,
                                          Mode mode)
     : device_(device), targets_(std::move(targets)), mode_(mode) {}
 
-DeviceParameterSink::~DeviceParameterSink() {
-  if (stream_ != nullptr) {
-    (void)cudaSetDevice(device_);
-    (void)cudaStreamSynchronize(stream_);
-    (void)cudaStreamDestroy(stream_);
-  }
-}
-
 absl::Status DeviceParameterSink::EnsureStream() {
-  RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
-  if (stream_ == nullptr) {
-    cudaStream_t s = nullptr;
-    RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    stream_ = s;
+  if (!stream_.has_value()) {
+    ASSIGN_OR_RETURN(CudaStream s, CudaStream::Create(device_, "GPU parameter sink"));
+    stream_.emplace(std::move(s));
   }
   return absl::OkStatus();
 }
@@ -87,7 +77,7 @@ absl::Status DeviceParameterSink::Write(uint32_t tensor, uint64_t offset, const 
   if (mode_ == Mode::kInPlace) dirty_ = true;
   // Writes come from the receiver's consumer threads: set the device here.
   RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
-  auto stream = static_cast<cudaStream_t>(stream_);
+  cudaStream_t stream = stream_->get();
   RETURN_IF_CUDA_ERROR(
       cudaMemcpyAsync(dst + offset, data, bytes, cudaMemcpyDeviceToDevice, stream), "tensor '",
       manifest_->tensors[tensor].spec.name, "'");
@@ -107,7 +97,7 @@ absl::StatusOr<std::string> DeviceParameterSink::Commit() {
                                               " bytes arrived"));
     }
   }
-  auto stream = static_cast<cudaStream_t>(stream_);
+  cudaStream_t stream = stream_->get();
   if (mode_ == Mode::kStaged) {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
     for (size_t i = 0; i < shadows_.size(); ++i) {

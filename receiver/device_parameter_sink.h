@@ -20,14 +20,13 @@
 #define WEIGHTCAST_RECEIVER_DEVICE_PARAMETER_SINK_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "kernels/cuda_buffer.h"
 #include "receiver/sink.h"
-
-struct CUstream_st;
 
 namespace weightcast {
 
@@ -42,7 +41,6 @@ class DeviceParameterSink final : public Sink {
 
   DeviceParameterSink(int device, absl::flat_hash_map<std::string, DeviceTarget> targets,
                       Mode mode);
-  ~DeviceParameterSink() override;
 
   bool TakesDeviceMemory() const override { return true; }
   absl::Status Begin(const GlobalManifest& manifest) override;
@@ -60,12 +58,13 @@ class DeviceParameterSink final : public Sink {
   const int device_;
   const absl::flat_hash_map<std::string, DeviceTarget> targets_;
   const Mode mode_;
-  CUstream_st* stream_ = nullptr;
   const GlobalManifest* manifest_ = nullptr;
   std::vector<const DeviceTarget*> by_tensor_;  // manifest index -> target
   std::vector<uint64_t> written_;               // bytes per manifest tensor
   std::vector<DeviceBuffer> shadows_;           // kStaged, per manifest tensor
   bool dirty_ = false;
+  // Made at the first Begin; last, so its copies end before shadows are freed.
+  std::optional<CudaStream> stream_;
 };
 
 }  // namespace weightcast

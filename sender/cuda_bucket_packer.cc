@@ -12,7 +12,6 @@
 #include "kernels/cuda_buffer.h"
 #include "kernels/cuda_check.h"
 #include "kernels/fp8_segments.h"
-#include "kernels/gpu_device.h"
 #include "kernels/pack_cuda.h"
 #include "kernels/pack_table.h"
 #include "protocol/wire_format.h"
@@ -26,12 +25,8 @@ constexpr size_t kZeroBytes = kSegmentAlignment;
 
 class CudaBucketPacker final : public BucketPacker {
  public:
-  CudaBucketPacker(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
-  ~CudaBucketPacker() override {
-    (void)cudaSetDevice(device_);
-    (void)cudaStreamSynchronize(stream_);
-    (void)cudaStreamDestroy(stream_);
-  }
+  explicit CudaBucketPacker(CudaStream stream)
+      : device_(stream.device()), stream_(stream.get()), owned_stream_(std::move(stream)) {}
 
   absl::Status Init() {
     RETURN_IF_ERROR(zeros_.Reserve(kZeroBytes, device_));
@@ -176,7 +171,7 @@ class CudaBucketPacker final : public BucketPacker {
   }
 
   const int device_;
-  cudaStream_t stream_;
+  const cudaStream_t stream_;
   DeviceBuffer slots_[2];
   size_t slot_bytes_ = 0;
   PinnedBuffer host_[2];
@@ -189,25 +184,15 @@ class CudaBucketPacker final : public BucketPacker {
   PinnedBuffer trailer_;
   std::vector<CopyEntry> table_;
   std::vector<Fp8Launch> fp8_;
+  // Last: destroyed first, so its work is done before the buffers are freed.
+  CudaStream owned_stream_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<BucketPacker>> NewCudaBucketPacker(int device) {
-  ASSIGN_OR_RETURN(int count, CudaDeviceCount());
-  if (count == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("GPU packer on device ", device, ": no CUDA device (or driver) here"));
-  }
-  if (device < 0 || device >= count) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("GPU packer: device ", device, " of ", count, " CUDA devices"));
-  }
-  RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "device ", device);
-  cudaStream_t stream = nullptr;
-  RETURN_IF_CUDA_ERROR(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "device ",
-                       device);
-  auto packer = std::make_unique<CudaBucketPacker>(device, stream);
+  ASSIGN_OR_RETURN(CudaStream stream, CudaStream::Create(device, "GPU packer"));
+  auto packer = std::make_unique<CudaBucketPacker>(std::move(stream));
   RETURN_IF_ERROR(packer->Init());
   return std::unique_ptr<BucketPacker>(std::move(packer));
 }
