@@ -22,7 +22,9 @@ absl::Status DeviceParameterSink::EnsureStream() {
 }
 
 absl::Status DeviceParameterSink::Begin(const GlobalManifest& manifest) {
-  manifest_ = &manifest;
+  // Set only once everything is ready: after a failed Begin, Write and
+  // Commit refuse instead of reaching unchecked targets.
+  manifest_ = nullptr;
   dirty_ = false;
   by_tensor_.assign(manifest.tensors.size(), nullptr);
   written_.assign(manifest.tensors.size(), 0);
@@ -59,6 +61,7 @@ absl::Status DeviceParameterSink::Begin(const GlobalManifest& manifest) {
       }
     }
   }
+  manifest_ = &manifest;
   return absl::OkStatus();
 }
 

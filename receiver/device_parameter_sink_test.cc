@@ -36,6 +36,10 @@ TEST(DeviceParameterSinkTest, EveryTensorNeedsATargetOfItsSize) {
   DeviceParameterSink extra(0, {{"a", {&fake, 64}}, {"b", {&fake, 40}}, {"c", {&fake, 1}}},
                             DeviceParameterSink::Mode::kInPlace);
   EXPECT_EQ(extra.Begin(m).code(), absl::StatusCode::kFailedPrecondition);
+  // After a failed Begin nothing is written or committed.
+  std::byte byte{};
+  EXPECT_EQ(missing.Write(0, 0, &byte, 1).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(missing.Commit().status().code(), absl::StatusCode::kInternal);
 }
 
 struct Gpu {
