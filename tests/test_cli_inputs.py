@@ -45,5 +45,8 @@ def test_recv_refuses_bad_flags(tmp_path):
     p = run("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "0", "--out",
             str(tmp_path))
     assert p.returncode == 2
+    p = run("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "1", "--out",
+            str(tmp_path), "--cuda-device", "-1")
+    assert p.returncode == 2 and "--cuda-device" in p.stderr
     p = run("weightcast-recv", "--out", str(tmp_path))
     assert p.returncode != 0 and "rendezvous" in (p.stdout + p.stderr)
