@@ -4,6 +4,12 @@
 // bucket buffer (valid only during the call); one split across buckets is
 // assembled first (memory: the split tensors in flight, not the model).
 //
+// With `device_tensors` on a device transport (NCCL) the tensors stay on
+// the GPU: `data` is the verified landing slot itself (or a device buffer
+// the split tensor was assembled in) and `device` says which GPU. The
+// callback must be done reading it when it returns (synchronise the stream
+// it copied on): the slot is reused for a later bucket.
+//
 // The engine must treat tensors delivered before an abort as not a version:
 // it loads between its own begin and finalize, and discards on abort.
 #ifndef WEIGHTCAST_RECEIVER_CALLBACK_SINK_H_
@@ -11,9 +17,11 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "kernels/cuda_buffer.h"
 #include "receiver/sink.h"
 
 namespace weightcast {
@@ -22,6 +30,7 @@ struct ReceivedTensor {
   const TensorSpec* spec;
   const std::byte* data;
   uint64_t bytes;
+  int device = -1;  // -1: `data` is host memory; else the CUDA device it is on
 };
 
 struct TensorCallbacks {
@@ -37,8 +46,11 @@ struct TensorCallbacks {
 
 class CallbackSink final : public Sink {
  public:
-  explicit CallbackSink(TensorCallbacks callbacks) : cb_(std::move(callbacks)) {}
+  explicit CallbackSink(TensorCallbacks callbacks, bool device_tensors = false)
+      : cb_(std::move(callbacks)), device_tensors_(device_tensors) {}
 
+  bool TakesDeviceMemory() const override { return device_tensors_; }
+  void SetWriteDevice(int device) override { write_device_ = device; }
   absl::Status Begin(const GlobalManifest& manifest) override;
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
@@ -46,11 +58,23 @@ class CallbackSink final : public Sink {
   void Abort() override;
 
  private:
+  struct Partial {
+    uint64_t have = 0;
+    std::vector<std::byte> host;
+    DeviceBuffer device;  // when the segments arrive in device memory
+  };
+  // Appends one segment to a split tensor in `p` (host or device memory).
+  absl::Status Append(const TensorSpec& spec, Partial& p, const std::byte* data, uint64_t bytes);
+
   TensorCallbacks cb_;
+  const bool device_tensors_;
+  int write_device_ = -1;
   const GlobalManifest* manifest_ = nullptr;
-  // Split tensors being assembled: index -> (bytes so far, buffer).
-  std::map<uint32_t, std::pair<uint64_t, std::vector<std::byte>>> partial_;
+  // Split tensors being assembled, by manifest index.
+  std::map<uint32_t, Partial> partial_;
   uint64_t delivered_ = 0;
+  // For device assembly; made on first use, last so copies end first.
+  std::optional<CudaStream> stream_;
 };
 
 }  // namespace weightcast

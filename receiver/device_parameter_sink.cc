@@ -25,7 +25,6 @@ absl::Status DeviceParameterSink::Begin(const GlobalManifest& manifest) {
   // Set only once everything is ready: after a failed Begin, Write and
   // Commit refuse instead of reaching unchecked targets.
   manifest_ = nullptr;
-  dirty_ = false;
   by_tensor_.assign(manifest.tensors.size(), nullptr);
   written_.assign(manifest.tensors.size(), 0);
   shadows_.clear();
@@ -36,7 +35,8 @@ absl::Status DeviceParameterSink::Begin(const GlobalManifest& manifest) {
       return absl::FailedPreconditionError(
           absl::StrCat("tensor '", spec.name, "' has no target parameter on this rank"));
     }
-    if (it->second.bytes != spec.ByteSize() || it->second.data == nullptr) {
+    if (it->second.bytes != spec.ByteSize() ||
+        (it->second.data == nullptr && it->second.bytes != 0)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "tensor '", spec.name, "': ", spec.ByteSize(), " bytes arrive, its target has ",
           it->second.bytes));
@@ -80,14 +80,19 @@ absl::Status DeviceParameterSink::Write(uint32_t tensor, uint64_t offset, const 
   if (mode_ == Mode::kInPlace) dirty_ = true;
   // Writes come from the receiver's consumer threads: set the device here.
   RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
-  cudaStream_t stream = stream_->get();
-  RETURN_IF_CUDA_ERROR(
-      cudaMemcpyAsync(dst + offset, data, bytes, cudaMemcpyDeviceToDevice, stream), "tensor '",
-      manifest_->tensors[tensor].spec.name, "'");
-  // The landing slot is reused once Write returns.
-  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream), "tensor '",
-                       manifest_->tensors[tensor].spec.name, "'");
+  // From the verified device slot (NCCL), or from host memory (gloo).
+  const cudaMemcpyKind kind =
+      write_device_ >= 0 ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice;
+  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst + offset, data, bytes, kind, stream_->get()),
+                       "tensor '", manifest_->tensors[tensor].spec.name, "'");
+  // Waited for once per bucket, in EndBucket.
   written_[tensor] += bytes;
+  return absl::OkStatus();
+}
+
+absl::Status DeviceParameterSink::EndBucket() {
+  if (!stream_.has_value()) return absl::OkStatus();
+  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_->get()), "copies into the parameters");
   return absl::OkStatus();
 }
 
@@ -114,6 +119,7 @@ absl::StatusOr<std::string> DeviceParameterSink::Commit() {
   }
   const uint64_t version = manifest_->weight_version;
   manifest_ = nullptr;
+  dirty_ = false;  // the parameters hold a whole version again
   return absl::StrCat("version ", version, " in ", written_.size(), " GPU parameters");
 }
 

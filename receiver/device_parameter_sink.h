@@ -1,7 +1,8 @@
 // DeviceParameterSink: copies each received tensor straight into the
 // inference engine's parameters on the GPU (device to device, from the
-// verified landing slot; nothing goes through the host), given as a
-// name -> (device pointer, bytes) map. Targets may live in this process or
+// verified landing slot; nothing goes through the host; with gloo, host to
+// device from the received bucket), given as a name -> (device pointer,
+// bytes) map. One stream synchronisation per bucket, none per tensor. Targets may live in this process or
 // be opened from a worker's CUDA IPC handles (kernels/cuda_ipc.h).
 //
 // Two modes, because "all of a version or none of it" costs memory:
@@ -43,13 +44,17 @@ class DeviceParameterSink final : public Sink {
                       Mode mode);
 
   bool TakesDeviceMemory() const override { return true; }
+  void SetWriteDevice(int device) override { write_device_ = device; }
   absl::Status Begin(const GlobalManifest& manifest) override;
+  // Queues the copy on the sink's stream; EndBucket waits for the bucket's.
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
+  absl::Status EndBucket() override;
   absl::StatusOr<std::string> Commit() override;
   void Abort() override;
 
-  // kInPlace: whether the last aborted version wrote into any parameter.
+  // kInPlace: whether an aborted version wrote into any parameter since the
+  // last committed one (the parameters then hold a mix until a commit).
   [[nodiscard]] bool dirty() const { return dirty_; }
 
  private:
@@ -58,6 +63,7 @@ class DeviceParameterSink final : public Sink {
   const int device_;
   const absl::flat_hash_map<std::string, DeviceTarget> targets_;
   const Mode mode_;
+  int write_device_ = -1;  // where Write's data lives: -1 host (gloo)
   const GlobalManifest* manifest_ = nullptr;
   std::vector<const DeviceTarget*> by_tensor_;  // manifest index -> target
   std::vector<uint64_t> written_;               // bytes per manifest tensor

@@ -4,6 +4,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <numeric>
 #include <vector>
 
@@ -61,7 +62,9 @@ struct Gpu {
   }
 };
 
-void RunVersion(DeviceParameterSink::Mode mode, bool commit) {
+// `from_host`: the bucket arrived in host memory (gloo) rather than in a
+// device landing slot (NCCL).
+void RunVersion(DeviceParameterSink::Mode mode, bool commit, bool from_host = false) {
   WC_SKIP_WITHOUT_GPU();
   Gpu gpu;
   const std::vector<uint8_t> old_a(64, 0x11), old_b(40, 0x22);
@@ -70,13 +73,19 @@ void RunVersion(DeviceParameterSink::Mode mode, bool commit) {
   void* a = gpu.Alloc(old_a);
   void* b = gpu.Alloc(old_b);
   // The "landing slot": a received bucket holding a, then b.
-  auto* slot = static_cast<std::byte*>(gpu.Alloc(new_bytes));
+  std::vector<uint8_t> host_slot = new_bytes;
+  auto* slot = from_host ? reinterpret_cast<std::byte*>(host_slot.data())
+                         : static_cast<std::byte*>(gpu.Alloc(new_bytes));
   GlobalManifest m = TwoTensors();
   DeviceParameterSink sink(0, {{"a", {a, 64}}, {"b", {b, 40}}}, mode);
+  sink.SetWriteDevice(from_host ? -1 : 0);
   ASSERT_TRUE(sink.Begin(m).ok());
   ASSERT_TRUE(sink.Write(0, 0, slot, 30).ok());  // a in two segments
   ASSERT_TRUE(sink.Write(0, 30, slot + 30, 34).ok());
   ASSERT_TRUE(sink.Write(1, 0, slot + 64, 40).ok());
+  ASSERT_TRUE(sink.EndBucket().ok());
+  // The bucket's buffer is reused once EndBucket returned.
+  std::fill(host_slot.begin(), host_slot.end(), 0xEE);
   if (commit) {
     ASSERT_TRUE(sink.Commit().ok());
     EXPECT_EQ(Gpu::Read(a, 64), std::vector<uint8_t>(new_bytes.begin(), new_bytes.begin() + 64));
@@ -105,6 +114,10 @@ TEST(DeviceParameterSinkGpuTest, InPlaceCommitCopiesEveryByte) {
 TEST(DeviceParameterSinkGpuTest, InPlaceAbortReportsDirtyParameters) {
   RunVersion(DeviceParameterSink::Mode::kInPlace, false);
 }
+TEST(DeviceParameterSinkGpuTest, BucketsInHostMemoryGoStraightToTheParameters) {
+  RunVersion(DeviceParameterSink::Mode::kStaged, true, /*from_host=*/true);
+  RunVersion(DeviceParameterSink::Mode::kInPlace, true, /*from_host=*/true);
+}
 
 TEST(DeviceParameterSinkGpuTest, AVersionMissingBytesIsNotCommitted) {
   WC_SKIP_WITHOUT_GPU();
@@ -115,8 +128,10 @@ TEST(DeviceParameterSinkGpuTest, AVersionMissingBytesIsNotCommitted) {
   GlobalManifest m = TwoTensors();
   DeviceParameterSink sink(0, {{"a", {a, 64}}, {"b", {b, 40}}},
                            DeviceParameterSink::Mode::kStaged);
+  sink.SetWriteDevice(0);
   ASSERT_TRUE(sink.Begin(m).ok());
   ASSERT_TRUE(sink.Write(0, 0, slot, 64).ok());
+  ASSERT_TRUE(sink.EndBucket().ok());
   absl::StatusOr<std::string> c = sink.Commit();
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("'b': 0 of 40"), std::string::npos) << c.status();

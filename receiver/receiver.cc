@@ -87,9 +87,12 @@ absl::Status Receiver::ConsumeBucket(const GlobalManifest& manifest, uint32_t g,
                                   landing.device() && sink.TakesDeviceMemory()));
   for (const auto& [t, seg] : manifest.bucket_segments[g]) {
     absl::Status s = sink.Write(t, seg.tensor_offset, payload + seg.bucket_offset, seg.bytes);
-    if (!s.ok()) return s;
+    if (!s.ok()) {
+      (void)sink.EndBucket();  // done with the slot before it is reused
+      return s;
+    }
   }
-  return absl::OkStatus();
+  return sink.EndBucket();
 }
 
 absl::StatusOr<BucketLanding*> Receiver::LandingFor(const Transport& transport) {
@@ -148,6 +151,7 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   // From here on a local problem (bad bucket, sink error) does not leave the
   // collective: this rank keeps receiving and votes 0, so the group stays
   // in step and usable.
+  sink.SetWriteDevice(landing.device() && sink.TakesDeviceMemory() ? options_.cuda_device : -1);
   absl::Status local = sink.Begin(*manifest);
   const bool begun = local.ok();
   // Two landing slots: bucket g is verified and handed to the sink on a

@@ -1,8 +1,8 @@
 // Sink: where a receiver puts the tensors of one version.
 //
-// Contract, per version: Begin once, then Write calls (each tensor's bytes
-// arrive as segments, in bucket order, each byte exactly once), then exactly
-// one of Commit or Abort. A sink must not expose anything of a version
+// Contract, per version: SetWriteDevice, Begin once, then per bucket its
+// Write calls (each tensor's bytes arrive as segments, in bucket order, each
+// byte exactly once) and one EndBucket, then exactly one of Commit or Abort. A sink must not expose anything of a version
 // before Commit returns OK (a checkpoint sink writes into a temporary
 // directory; an engine sink stages, or loads between its own begin and
 // finalize). Calls never overlap, but Write may come from a worker thread
@@ -27,11 +27,20 @@ class Sink {
   [[nodiscard]] virtual absl::Status Begin(const GlobalManifest& manifest) = 0;
   // True when Write may be given device memory: with a device transport
   // the receiver then hands over the verified GPU buffer itself instead of
-  // a host copy. Such a sink must be done with `data` when Write returns.
+  // a host copy.
   [[nodiscard]] virtual bool TakesDeviceMemory() const { return false; }
-  // Bytes [offset, offset + bytes) of manifest tensor `tensor`.
+  // Where the `data` of this version's Writes lives: -1 host memory, else
+  // the CUDA device whose memory it is (only for a sink that
+  // TakesDeviceMemory(), on a device transport). Called before Begin.
+  virtual void SetWriteDevice(int device) {}
+  // Bytes [offset, offset + bytes) of manifest tensor `tensor`. `data`
+  // stays valid until the bucket's EndBucket returns, so a sink may queue
+  // asynchronous copies from it and wait for them once per bucket.
   [[nodiscard]] virtual absl::Status Write(uint32_t tensor, uint64_t offset,
                                            const std::byte* data, uint64_t bytes) = 0;
+  // Every Write of the current bucket has been made; the sink must be done
+  // reading their `data` when this returns (the buffer is reused).
+  [[nodiscard]] virtual absl::Status EndBucket() { return absl::OkStatus(); }
   // Publishes the version; returns where (a path, or a description).
   [[nodiscard]] virtual absl::StatusOr<std::string> Commit() = 0;
   // Discards everything since Begin. Idempotent.
