@@ -2,16 +2,32 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda_ipc.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/callback_sink.h"
+#include "receiver/device_parameter_sink.h"
 #include "receiver/receiver.h"
 
 struct wc_receiver {
   std::unique_ptr<weightcast::RendezvousKeyValueStore> store;
   std::unique_ptr<weightcast::Receiver> receiver;
+  int cuda_device = 0;
+  bool device_tensors = false;
+};
+
+struct wc_targets {
+  int device = 0;
+  weightcast::DeviceParameterSink::Mode mode = weightcast::DeviceParameterSink::Mode::kStaged;
+  absl::flat_hash_map<std::string, weightcast::DeviceTarget> targets;
+  std::unique_ptr<weightcast::IpcAllocationCache> ipc;  // made at the first IPC target
+  // Made from `targets` at the first update after they changed; kept across
+  // versions so its stream is made once.
+  std::unique_ptr<weightcast::DeviceParameterSink> sink;
 };
 
 namespace {
@@ -27,33 +43,140 @@ absl::Status FromRc(int rc, const char* what) {
   return absl::InternalError(absl::StrCat(what, " callback returned ", rc));
 }
 
+// The engine's begin / commit / abort around a sink that writes the tensors
+// itself: begin before the first byte, commit after the sink published,
+// abort exactly once for a version that was begun and not committed.
+class BracketedSink final : public weightcast::Sink {
+ public:
+  BracketedSink(weightcast::Sink& inner, const wc_callbacks* cb) : inner_(inner), cb_(cb) {}
+
+  bool TakesDeviceMemory() const override { return inner_.TakesDeviceMemory(); }
+  void SetWriteDevice(int device) override { inner_.SetWriteDevice(device); }
+  absl::Status Begin(const weightcast::GlobalManifest& m) override {
+    version_ = m.weight_version;
+    if (cb_ != nullptr && cb_->begin != nullptr) {
+      absl::Status s = FromRc(cb_->begin(cb_->user, version_, m.tensors.size(),
+                                         m.config_json.c_str()),
+                              "begin");
+      if (!s.ok()) return s;
+    }
+    open_ = true;
+    absl::Status s = inner_.Begin(m);
+    if (!s.ok()) Abort();
+    return s;
+  }
+  absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
+                     uint64_t bytes) override {
+    return inner_.Write(tensor, offset, data, bytes);
+  }
+  absl::Status EndBucket() override { return inner_.EndBucket(); }
+  absl::StatusOr<std::string> Commit() override {
+    absl::StatusOr<std::string> where = inner_.Commit();
+    if (!where.ok()) return where;
+    if (cb_ != nullptr && cb_->commit != nullptr) {
+      absl::Status s = FromRc(cb_->commit(cb_->user, version_), "commit");
+      if (!s.ok()) return s;
+    }
+    open_ = false;
+    return where;
+  }
+  void Abort() override {
+    inner_.Abort();
+    if (!open_) return;
+    open_ = false;
+    if (cb_ != nullptr && cb_->abort != nullptr) cb_->abort(cb_->user, version_);
+  }
+
+ private:
+  weightcast::Sink& inner_;
+  const wc_callbacks* cb_;
+  uint64_t version_ = 0;
+  bool open_ = false;
+};
+
+// One update into `sink`, as wc_receiver_next reports it.
+int RunNext(wc_receiver* r, weightcast::Sink& sink, double wait_s, uint64_t* version, char* err,
+            size_t err_len) {
+  if (!(wait_s >= 0)) {
+    SetError(err, err_len, "wait_s must be >= 0");
+    return WC_ERROR;
+  }
+  auto result = r->receiver->ReceiveNext(sink, absl::Seconds(wait_s));
+  if (!result.ok()) {
+    SetError(err, err_len, result.status().ToString());
+    return absl::IsCancelled(result.status()) ? WC_STOPPED : WC_ERROR;
+  }
+  if (!result->has_value()) return WC_NO_UPDATE;
+  if (version != nullptr) *version = (*result)->weight_version;
+  if (!(*result)->committed) {
+    SetError(err, err_len, (*result)->reason);
+    return WC_ABORTED;
+  }
+  return WC_COMMITTED;
+}
+
+int Fail(char* err, size_t err_len, const std::string& message) {
+  SetError(err, err_len, message);
+  return -1;
+}
+
 }  // namespace
 
 extern "C" {
 
-wc_receiver* wc_receiver_create(const char* rendezvous, const char* token, int rank,
-                                double timeout_s, const char* bind_host, char* err,
-                                size_t err_len) {
-  if (rendezvous == nullptr || timeout_s <= 0) {
+int wc_receiver_api_version(void) { return WC_RECEIVER_API_VERSION; }
+
+void wc_receiver_options_init(wc_receiver_options* o) {
+  if (o == nullptr) return;
+  *o = wc_receiver_options{};
+  o->rank = -1;
+  o->timeout_s = 120.0;
+  o->cuda_device = 0;
+}
+
+wc_receiver* wc_receiver_open(const wc_receiver_options* o, char* err, size_t err_len) {
+  if (o == nullptr || o->rendezvous == nullptr || *o->rendezvous == 0 || !(o->timeout_s > 0)) {
     SetError(err, err_len, "rendezvous address and a positive timeout are required");
     return nullptr;
   }
+  if (o->cuda_device < 0) {
+    SetError(err, err_len, absl::StrCat("cuda_device ", o->cuda_device, " is negative"));
+    return nullptr;
+  }
   auto r = std::make_unique<wc_receiver>();
-  const std::string tok = token == nullptr ? "" : token;
-  const std::string bind = bind_host == nullptr || *bind_host == 0 ? "127.0.0.1" : bind_host;
-  r->store = std::make_unique<weightcast::RendezvousKeyValueStore>(rendezvous, tok);
+  const std::string tok = o->token == nullptr ? "" : o->token;
+  const std::string bind =
+      o->bind_host == nullptr || *o->bind_host == 0 ? "127.0.0.1" : o->bind_host;
+  r->store = std::make_unique<weightcast::RendezvousKeyValueStore>(o->rendezvous, tok);
+  r->cuda_device = o->cuda_device;
+  r->device_tensors = o->device_tensors != 0;
   weightcast::ReceiverOptions opts;
-  opts.rank = rank;
-  opts.op_timeout = absl::Seconds(timeout_s);
+  opts.rank = o->rank;
+  opts.cuda_device = o->cuda_device;
+  opts.op_timeout = absl::Seconds(o->timeout_s);
   auto receiver = weightcast::Receiver::Create(
-      opts, r->store.get(), weightcast::MakeTransportFactory(
-                                     {.rendezvous_address = rendezvous, .token = tok, .bind_host = bind}));
+      opts, r->store.get(),
+      weightcast::MakeTransportFactory(
+          {.rendezvous_address = o->rendezvous, .token = tok, .bind_host = bind}));
   if (!receiver.ok()) {
     SetError(err, err_len, receiver.status().ToString());
     return nullptr;
   }
   r->receiver = *std::move(receiver);
   return r.release();
+}
+
+wc_receiver* wc_receiver_create(const char* rendezvous, const char* token, int rank,
+                                double timeout_s, const char* bind_host, char* err,
+                                size_t err_len) {
+  wc_receiver_options o;
+  wc_receiver_options_init(&o);
+  o.rendezvous = rendezvous;
+  o.token = token;
+  o.rank = rank;
+  o.timeout_s = timeout_s;
+  o.bind_host = bind_host;
+  return wc_receiver_open(&o, err, err_len);
 }
 
 int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint64_t* version,
@@ -70,7 +193,7 @@ int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint
   callbacks.tensor = [cb](const weightcast::ReceivedTensor& t) {
     const std::string dtype(weightcast::DTypeName(t.spec->dtype));
     wc_tensor ct{t.spec->name.c_str(), dtype.c_str(), static_cast<int32_t>(t.spec->shape.size()),
-                 t.spec->shape.data(), t.data, t.bytes};
+                 t.spec->shape.data(), t.data, t.bytes, t.device};
     return FromRc(cb->tensor(cb->user, &ct), absl::StrCat("tensor '", t.spec->name, "'").c_str());
   };
   callbacks.commit = [cb](uint64_t v) -> absl::StatusOr<std::string> {
@@ -83,19 +206,82 @@ int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint
   callbacks.abort = [cb](uint64_t v) {
     if (cb->abort != nullptr) cb->abort(cb->user, v);
   };
-  weightcast::CallbackSink sink(std::move(callbacks));
-  auto result = r->receiver->ReceiveNext(sink, absl::Seconds(wait_s));
-  if (!result.ok()) {
-    SetError(err, err_len, result.status().ToString());
-    return absl::IsCancelled(result.status()) ? WC_STOPPED : WC_ERROR;
+  weightcast::CallbackSink sink(std::move(callbacks), r->device_tensors);
+  return RunNext(r, sink, wait_s, version, err, err_len);
+}
+
+wc_targets* wc_targets_create(int cuda_device, int mode, char* err, size_t err_len) {
+  if (cuda_device < 0) {
+    SetError(err, err_len, absl::StrCat("cuda_device ", cuda_device, " is negative"));
+    return nullptr;
   }
-  if (!result->has_value()) return WC_NO_UPDATE;
-  if (version != nullptr) *version = (*result)->weight_version;
-  if (!(*result)->committed) {
-    SetError(err, err_len, (*result)->reason);
-    return WC_ABORTED;
+  if (mode != WC_TARGETS_STAGED && mode != WC_TARGETS_IN_PLACE) {
+    SetError(err, err_len,
+             absl::StrCat("mode ", mode, ": expected WC_TARGETS_STAGED (0) or WC_TARGETS_IN_PLACE (1)"));
+    return nullptr;
   }
-  return WC_COMMITTED;
+  auto t = std::make_unique<wc_targets>();
+  t->device = cuda_device;
+  t->mode = mode == WC_TARGETS_STAGED ? weightcast::DeviceParameterSink::Mode::kStaged
+                                      : weightcast::DeviceParameterSink::Mode::kInPlace;
+  return t.release();
+}
+
+int wc_targets_add(wc_targets* t, const char* name, void* data, uint64_t nbytes, char* err,
+                   size_t err_len) {
+  if (t == nullptr || name == nullptr || *name == 0) {
+    return Fail(err, err_len, "targets and a tensor name are required");
+  }
+  if (data == nullptr && nbytes != 0) {
+    return Fail(err, err_len, absl::StrCat("tensor '", name, "': null pointer for ", nbytes,
+                                           " bytes"));
+  }
+  if (t->ipc != nullptr) t->ipc->Release(name);  // it was an IPC target before
+  t->targets[name] = weightcast::DeviceTarget{data, nbytes};
+  t->sink.reset();
+  return 0;
+}
+
+int wc_targets_add_ipc(wc_targets* t, const char* name, const void* handle, size_t handle_len,
+                       uint64_t allocation_bytes, uint64_t offset, uint64_t nbytes, char* err,
+                       size_t err_len) {
+  if (t == nullptr || name == nullptr || *name == 0 || handle == nullptr) {
+    return Fail(err, err_len, "targets, a tensor name and an IPC handle are required");
+  }
+  if (t->ipc == nullptr) t->ipc = std::make_unique<weightcast::IpcAllocationCache>(t->device);
+  absl::StatusOr<void*> p = t->ipc->Resolve(
+      name, absl::string_view(static_cast<const char*>(handle), handle_len), allocation_bytes,
+      offset, nbytes);
+  if (!p.ok()) return Fail(err, err_len, p.status().ToString());
+  t->targets[name] = weightcast::DeviceTarget{*p, nbytes};
+  t->sink.reset();
+  return 0;
+}
+
+uint64_t wc_targets_count(const wc_targets* t) { return t == nullptr ? 0 : t->targets.size(); }
+
+void wc_targets_destroy(wc_targets* t) { delete t; }
+
+int wc_receiver_next_into(wc_receiver* r, wc_targets* t, const wc_callbacks* bracket,
+                          double wait_s, uint64_t* version, int* dirty, char* err,
+                          size_t err_len) {
+  if (dirty != nullptr) *dirty = 0;
+  if (r == nullptr || t == nullptr) {
+    SetError(err, err_len, "receiver and targets are required");
+    return WC_ERROR;
+  }
+  if (t->device != r->cuda_device) {
+    SetError(err, err_len, absl::StrCat("the targets are on device ", t->device,
+                                        ", the receiver's buffers on device ", r->cuda_device));
+    return WC_ERROR;
+  }
+  if (t->sink == nullptr) {
+    t->sink = std::make_unique<weightcast::DeviceParameterSink>(t->device, t->targets, t->mode);
+  }
+  BracketedSink sink(*t->sink, bracket);
+  const int rc = RunNext(r, sink, wait_s, version, err, err_len);
+  if (dirty != nullptr && rc != WC_COMMITTED && rc != WC_NO_UPDATE) *dirty = t->sink->dirty();
+  return rc;
 }
 
 void wc_receiver_stop(wc_receiver* r) {
