@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from weightcast_receiver import EngineAdapter, Receiver, ReceiveStatus
+from weightcast_receiver import EngineAdapter, ParameterTargets, Receiver, ReceiveStatus
 from weightcast_receiver.client import DEFAULT_LIB
 from weightcast_testing.modelgen import values
 
@@ -116,3 +116,110 @@ def test_engine_aborts_a_version_the_group_aborts(make_cluster, lib):
 def test_bad_arguments_are_reported(lib):
     with pytest.raises(RuntimeError, match="timeout"):
         Receiver("127.0.0.1:1", rank=1, timeout_s=0, lib_path=lib)
+
+
+def test_receiver_refuses_a_negative_cuda_device(lib):
+    with pytest.raises(RuntimeError, match="cuda_device -1 is negative"):
+        Receiver("127.0.0.1:1", rank=1, timeout_s=5, cuda_device=-1, lib_path=lib)
+
+
+def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
+    with pytest.raises(ValueError, match="cuda_device -2 is negative"):
+        ParameterTargets(device=-2, lib_path=lib)
+    t = ParameterTargets(device=0, lib_path=lib)
+    with pytest.raises(ValueError, match="tensor 'w': null pointer for 8 bytes"):
+        t.add("w", 0, 8)
+    with pytest.raises(ValueError, match="a tensor name"):
+        t.add("", 0x1000, 8)
+    with pytest.raises(ValueError, match="tensor 'h': CUDA IPC handle of 10 bytes, expected 64"):
+        t.add_ipc("h", b"x" * 10, 1024, 0, 8)
+    with pytest.raises(ValueError, match=r"tensor 'h': bytes \[1020, \+8\) outside its allocation"):
+        t.add_ipc("h", b"x" * 64, 1024, 1020, 8)
+    # A well-formed handle that cannot be opened (here: no GPU; elsewhere: a
+    # stale handle) is refused at once, naming the tensor.
+    with pytest.raises(ValueError, match="tensor 'h': "):
+        t.add_ipc("h", b"x" * 64, 1024, 0, 8)
+    with pytest.raises(ValueError, match="tensor 'd': no cuda_ipc location"):
+        t.add_ipc_descriptors({"tensors": [{"name": "d", "dtype": "BF16", "shape": [2]}]})
+    with pytest.raises(ValueError, match="tensor 'd': unknown dtype 'Q7'"):
+        t.add_ipc_descriptors([{"name": "d", "dtype": "Q7", "shape": [2], "cuda_ipc": {}}])
+    assert len(t) == 0
+    t.add("w", 0x1000, 8)
+    t.add("w", 0x2000, 8)  # again: replaces
+    t.add("empty", 0, 0)
+    assert len(t) == 2
+    t.close()
+
+
+class BracketEngine:
+    def __init__(self):
+        self.calls = []
+
+    def load_weights(self, chunk):
+        self.calls.append(("load", len(chunk)))
+
+    def begin_update(self, version, config_json):
+        self.calls.append(("begin", version))
+
+    def finish_update(self, version):
+        self.calls.append(("finish", version))
+
+    def abort_update(self, version):
+        self.calls.append(("abort", version))
+
+
+def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usable(
+        make_cluster, lib):
+    """Rank 2 embeds the library with parameter targets. Version 1: one
+    tensor has no target; version 2: all targets fit but there is no GPU to
+    copy into (on a GPU machine: fake pointers are never reached, since the
+    missing target is checked first, so version 2 runs only here). Each is
+    refused by name, aborted for the whole group (rank 1 publishes nothing),
+    the engine sees begin/abort, and version 3 commits everywhere."""
+    c = make_cluster(num_senders=1, num_receivers=2)
+    c.parts = c.model.split(1)
+    c.start_daemons()
+    assert c.init(0).rc == 0
+    c.start_receiver(1)
+    receiver = Receiver(f"127.0.0.1:{c.port}", rank=2, token=c.token, timeout_s=10, lib_path=lib)
+    engine = BracketEngine()
+    adapter = EngineAdapter(receiver, engine)
+    tensors = c.model.tensors()
+    missing = ParameterTargets(device=0, lib_path=lib)
+    complete = ParameterTargets(device=0, lib_path=lib)
+    for i, (name, dtype, shape) in enumerate(tensors):
+        nbytes = int(np.prod(shape)) * (2 if dtype == "BF16" else 4)
+        complete.add(name, 0x10000 * (i + 1), nbytes)  # never dereferenced
+        if i > 0:
+            missing.add(name, 0x10000 * (i + 1), nbytes)
+    other_device = ParameterTargets(device=1, lib_path=lib)
+    r = receiver.next_into(other_device, wait_s=0)
+    assert r.status == ReceiveStatus.ERROR
+    assert "targets are on device 1, the receiver's buffers on device 0" in r.message
+    c.register()
+    results = []
+
+    def run():
+        results.append(adapter.poll_into(missing, wait_s=30))
+        results.append(adapter.poll_into(complete, wait_s=30))
+        results.append(adapter.poll(wait_s=30))
+
+    t = threading.Thread(target=run)
+    t.start()
+    for v in (1, 2, 3):
+        c.write_version(v)
+        res = c.update(v)
+        assert [r.rc for r in res] == ([1] if v < 3 else [0]), [r.out + r.err for r in res]
+    t.join(timeout=60)
+    receiver.close()
+    assert [r.status for r in results] == [ReceiveStatus.ABORTED, ReceiveStatus.ABORTED,
+                                           ReceiveStatus.COMMITTED], [r.message for r in results]
+    first = tensors[0][0]
+    assert f"tensor '{first}' has no target parameter on this rank" in results[0].message
+    assert "no CUDA device" in results[1].message
+    assert not results[0].dirty and not results[1].dirty
+    assert [x for x in engine.calls if x[0] != "load"] == [
+        ("begin", 1), ("abort", 1), ("begin", 2), ("abort", 2), ("begin", 3), ("finish", 3)]
+    assert not os.path.exists(f"{c.receiver_out(1)}/step_1")
+    assert not os.path.exists(f"{c.receiver_out(1)}/step_2")
+    c.verify(1, 3)

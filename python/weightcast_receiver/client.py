@@ -1,6 +1,16 @@
 """ctypes binding of the receiver's C API, and EngineAdapter, which applies
 each version to an inference engine inside one begin/finish bracket.
 
+Three ways to take a version, all with the same bracket:
+- ``Receiver.next``: tensors handed to a callback, as numpy arrays of host
+  memory, or (``device_tensors=True`` on an NCCL group) as ``DeviceTensor``s
+  that stay on the GPU (``__cuda_array_interface__``, ``.torch()``).
+- ``Receiver.next_into``: copied by the library straight into the engine's
+  GPU parameters (``ParameterTargets``: data pointers of this process, e.g.
+  torch parameters, or CUDA IPC handles from another process), staged (an
+  aborted version never touches them) or in place.
+- ``EngineAdapter.poll`` / ``poll_into`` wrap these for an engine object.
+
 The bracket is the point (FORMATS.md §4): an engine's post-load step
 (vLLM's process_weights_after_loading: FP8 re-layout, w13 swaps, MLA
 absorption) must run exactly once per version, after the last tensor, never
@@ -29,10 +39,32 @@ _NUMPY = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32
           "F64": np.float64, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
 
 
+API_VERSION = 2  # receiver/c_api.h WC_RECEIVER_API_VERSION
+
+# __cuda_array_interface__ type strings of the raw-byte holders above.
+_TYPESTR = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "I32": "<i4", "I64": "<i8",
+            "F16": "<f2", "BF16": "<u2", "F32": "<f4", "F64": "<f8", "F8_E4M3": "|u1",
+            "F8_E5M2": "|u1"}
+# torch dtype attribute per safetensors name.
+_TORCH = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32",
+          "I64": "int64", "F16": "float16", "BF16": "bfloat16", "F32": "float32",
+          "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+TARGETS_STAGED = 0
+TARGETS_IN_PLACE = 1
+
+
 class _Tensor(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_char_p), ("ndim", ctypes.c_int32),
                 ("shape", ctypes.POINTER(ctypes.c_int64)), ("data", ctypes.c_void_p),
-                ("nbytes", ctypes.c_uint64)]
+                ("nbytes", ctypes.c_uint64), ("device", ctypes.c_int32)]
+
+
+class _Options(ctypes.Structure):
+    _fields_ = [("rendezvous", ctypes.c_char_p), ("token", ctypes.c_char_p),
+                ("rank", ctypes.c_int32), ("timeout_s", ctypes.c_double),
+                ("bind_host", ctypes.c_char_p), ("cuda_device", ctypes.c_int32),
+                ("device_tensors", ctypes.c_int32)]
 
 
 _BEGIN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
@@ -60,54 +92,241 @@ class ReceiveResult:
     status: ReceiveStatus
     version: int
     message: str
+    # next_into, in place: an aborted version overwrote parameters since the
+    # last commit (reload before serving).
+    dirty: bool = False
+
+
+@dataclass
+class DeviceTensor:
+    """A received tensor in GPU memory, valid only during the tensor
+    callback: consume it (copy it, or synchronise the stream that read it)
+    before returning. Zero-copy views: ``__cuda_array_interface__`` (cupy,
+    numba, torch.as_tensor) and ``torch()``."""
+
+    name: str
+    dtype: str  # safetensors name
+    shape: tuple
+    ptr: int
+    nbytes: int
+    device: int
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        # BF16 and FP8 as their bit patterns (u2, u1), like the numpy arrays.
+        return {"shape": self.shape, "typestr": _TYPESTR[self.dtype],
+                "data": (self.ptr or 0, True), "version": 3, "strides": None}
+
+    def torch(self):
+        """A torch tensor of the right dtype over the same device memory."""
+        import torch  # noqa: PLC0415 - only where a GPU consumer has it
+
+        want = getattr(torch, _TORCH[self.dtype])
+        if self.nbytes == 0:
+            return torch.empty(self.shape, dtype=want, device=f"cuda:{self.device}")
+        # Through bytes: every torch has uint8 (not every one uint16).
+        raw = torch.as_tensor(_RawDeviceBytes(self.ptr, self.nbytes),
+                              device=f"cuda:{self.device}")
+        return raw.view(want).view(self.shape)
+
+
+@dataclass
+class _RawDeviceBytes:
+    ptr: int
+    nbytes: int
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": (self.nbytes,), "typestr": "|u1", "data": (self.ptr, True),
+                "version": 3, "strides": None}
+
+
+_LIBS: dict[str, ctypes.CDLL] = {}
 
 
 def _load(lib_path: str) -> ctypes.CDLL:
+    if lib_path in _LIBS:
+        return _LIBS[lib_path]
     lib = ctypes.CDLL(lib_path)
-    lib.wc_receiver_create.restype = ctypes.c_void_p
-    lib.wc_receiver_create.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
-                                       ctypes.c_double, ctypes.c_char_p, ctypes.c_char_p,
-                                       ctypes.c_size_t]
+    lib.wc_receiver_api_version.restype = ctypes.c_int
+    if lib.wc_receiver_api_version() != API_VERSION:
+        raise RuntimeError(f"{lib_path}: C API version {lib.wc_receiver_api_version()}, "
+                           f"this binding speaks {API_VERSION}")
+    err_args = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.wc_receiver_options_init.argtypes = [ctypes.POINTER(_Options)]
+    lib.wc_receiver_open.restype = ctypes.c_void_p
+    lib.wc_receiver_open.argtypes = [ctypes.POINTER(_Options), *err_args]
     lib.wc_receiver_next.restype = ctypes.c_int
     lib.wc_receiver_next.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Callbacks), ctypes.c_double,
-                                     ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p,
-                                     ctypes.c_size_t]
+                                     ctypes.POINTER(ctypes.c_uint64), *err_args]
+    lib.wc_receiver_next_into.restype = ctypes.c_int
+    lib.wc_receiver_next_into.argtypes = [ctypes.c_void_p, ctypes.c_void_p,
+                                          ctypes.POINTER(_Callbacks), ctypes.c_double,
+                                          ctypes.POINTER(ctypes.c_uint64),
+                                          ctypes.POINTER(ctypes.c_int), *err_args]
     lib.wc_receiver_stop.argtypes = [ctypes.c_void_p]
     lib.wc_receiver_destroy.argtypes = [ctypes.c_void_p]
+    lib.wc_targets_create.restype = ctypes.c_void_p
+    lib.wc_targets_create.argtypes = [ctypes.c_int, ctypes.c_int, *err_args]
+    lib.wc_targets_add.restype = ctypes.c_int
+    lib.wc_targets_add.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                   ctypes.c_uint64, *err_args]
+    lib.wc_targets_add_ipc.restype = ctypes.c_int
+    lib.wc_targets_add_ipc.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
+                                       ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint64,
+                                       ctypes.c_uint64, *err_args]
+    lib.wc_targets_count.restype = ctypes.c_uint64
+    lib.wc_targets_count.argtypes = [ctypes.c_void_p]
+    lib.wc_targets_destroy.argtypes = [ctypes.c_void_p]
+    _LIBS[lib_path] = lib
     return lib
 
 
+def _lib_path(lib_path: str | None) -> str:
+    return lib_path or os.environ.get("WEIGHTCAST_RECEIVER_LIB", DEFAULT_LIB)
+
+
+def _guard(fn):
+    """A Python callback as a C one: an exception becomes a failed vote."""
+    def call(*args):
+        try:
+            fn(*args)
+            return 0
+        except Exception:  # noqa: BLE001 - reported as a failed vote
+            return 1
+    return call
+
+
+def _bracket(begin, commit, abort) -> _Callbacks:
+    none = (lambda *_: None)
+    begin, commit, abort = begin or none, commit or none, abort or none
+    return _Callbacks(None,
+                      _BEGIN(lambda _u, v, n, cfg: _guard(begin)(v, n, cfg.decode())),
+                      _TENSOR(lambda _u, _t: 1),
+                      _COMMIT(lambda _u, v: _guard(commit)(v)),
+                      _ABORT(lambda _u, v: abort(v)))
+
+
+class ParameterTargets:
+    """The engine's GPU parameters a version is copied into, by name, on one
+    device. ``staged=True``: a version lands in device shadows and reaches
+    the parameters only once the group committed (one more copy of their
+    memory); ``False``: in place, between the engine's begin and finish.
+
+        targets = ParameterTargets(device=0)
+        targets.add_torch(dict(model.named_parameters()))     # this process
+        targets.add_ipc_descriptors(doc)                      # another process's
+    """
+
+    def __init__(self, device: int = 0, staged: bool = True, lib_path: str | None = None):
+        self._handle = None
+        self._lib = _load(_lib_path(lib_path))
+        self.device = device
+        err = ctypes.create_string_buffer(1024)
+        self._handle = self._lib.wc_targets_create(
+            device, TARGETS_STAGED if staged else TARGETS_IN_PLACE, err, len(err))
+        if not self._handle:
+            raise ValueError(err.value.decode())
+
+    def _check(self, rc: int, err) -> None:
+        if rc != 0:
+            raise ValueError(err.value.decode())
+
+    def add(self, name: str, ptr: int, nbytes: int) -> None:
+        """``nbytes`` bytes of device memory at address ``ptr`` of this process."""
+        err = ctypes.create_string_buffer(1024)
+        self._check(self._lib.wc_targets_add(self._handle, name.encode(), ctypes.c_void_p(ptr),
+                                             nbytes, err, len(err)), err)
+
+    def add_torch(self, tensors) -> None:
+        """torch tensors by name (e.g. ``dict(model.named_parameters())``):
+        contiguous, on this targets' device."""
+        for name, t in dict(tensors).items():
+            t = getattr(t, "data", t)
+            if not t.is_cuda or t.device.index != self.device:
+                raise ValueError(f"tensor {name!r}: on {t.device}, the targets are on "
+                                 f"cuda:{self.device}")
+            if not t.is_contiguous():
+                raise ValueError(f"tensor {name!r}: not contiguous")
+            self.add(name, t.data_ptr(), t.numel() * t.element_size())
+
+    def add_ipc(self, name: str, handle: bytes, allocation_bytes: int, offset: int,
+                nbytes: int) -> None:
+        """Bytes [offset, offset + nbytes) of another process's allocation,
+        given by its raw 64-byte cudaIpcMemHandle_t."""
+        err = ctypes.create_string_buffer(1024)
+        self._check(self._lib.wc_targets_add_ipc(self._handle, name.encode(), handle, len(handle),
+                                                 allocation_bytes, offset, nbytes, err,
+                                                 len(err)), err)
+
+    def add_ipc_descriptors(self, doc) -> None:
+        """Targets from what weightcast_trainer.cuda_ipc makes for a process's
+        CUDA tensors: a descriptors_document (handles in base64) or the
+        describe_tensors list (raw handles). An inference worker describes
+        its parameters this way and hands the result to the receiving process."""
+        import base64  # noqa: PLC0415
+
+        tensors = doc["tensors"] if isinstance(doc, dict) else doc
+        for t in tensors:
+            name, ipc = t.get("name"), t.get("cuda_ipc")
+            if ipc is None:
+                raise ValueError(f"tensor {name!r}: no cuda_ipc location")
+            if t.get("dtype") not in _NUMPY:
+                raise ValueError(f"tensor {name!r}: unknown dtype {t.get('dtype')!r}")
+            handle = ipc["ipc_handle"]
+            if isinstance(handle, str):
+                handle = base64.b64decode(handle)
+            count = int(np.prod([int(d) for d in t["shape"]], dtype=np.int64))
+            self.add_ipc(name, handle, int(ipc["allocation_bytes"]), int(ipc["offset"]),
+                         count * np.dtype(_NUMPY[t["dtype"]]).itemsize)
+
+    def __len__(self) -> int:
+        return int(self._lib.wc_targets_count(self._handle))
+
+    def close(self) -> None:
+        if self._handle:
+            self._lib.wc_targets_destroy(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        self.close()
+
+
 class Receiver:
-    """One inference rank. `next(...)` waits for and runs one update."""
+    """One inference rank. `next(...)` waits for and runs one update.
+    ``cuda_device``: the GPU of the receive buffers on NCCL groups (and of
+    ParameterTargets given to next_into); ``device_tensors``: on NCCL groups
+    hand tensors to the callback as DeviceTensors instead of host arrays."""
 
     def __init__(self, rendezvous: str, rank: int, token: str = "", timeout_s: float = 120,
-                 bind_host: str = "127.0.0.1", lib_path: str | None = None):
-        self._lib = _load(lib_path or os.environ.get("WEIGHTCAST_RECEIVER_LIB", DEFAULT_LIB))
+                 bind_host: str = "127.0.0.1", lib_path: str | None = None,
+                 cuda_device: int = 0, device_tensors: bool = False):
+        self._handle = None
+        self._lib = _load(_lib_path(lib_path))
+        o = _Options()
+        self._lib.wc_receiver_options_init(ctypes.byref(o))
+        o.rendezvous, o.token, o.rank = rendezvous.encode(), token.encode(), rank
+        o.timeout_s, o.bind_host = timeout_s, bind_host.encode()
+        o.cuda_device, o.device_tensors = cuda_device, int(device_tensors)
         err = ctypes.create_string_buffer(1024)
-        self._handle = self._lib.wc_receiver_create(rendezvous.encode(), token.encode(), rank,
-                                                    timeout_s, bind_host.encode(), err, len(err))
+        self._handle = self._lib.wc_receiver_open(ctypes.byref(o), err, len(err))
         if not self._handle:
             raise RuntimeError(f"weightcast receiver rank {rank}: {err.value.decode()}")
 
     def next(self, begin, tensor, commit, abort, wait_s: float = 5.0) -> ReceiveResult:
         """begin(version, num_tensors, config_json); tensor(name, dtype, shape,
-        numpy array of the raw bytes, valid during the call only);
-        commit(version); abort(version). Exceptions in callbacks make this
-        rank vote against the version."""
-
-        def guard(fn):
-            def call(*args):
-                try:
-                    fn(*args)
-                    return 0
-                except Exception:  # noqa: BLE001 - reported as a failed vote
-                    return 1
-            return call
+        data) with data a numpy array of the raw bytes, or a DeviceTensor,
+        valid during the call only; commit(version); abort(version).
+        Exceptions in callbacks make this rank vote against the version.
+        Callbacks run on a thread of the library (one at a time)."""
 
         def on_tensor(_user, t):
             t = t.contents
             dtype = t.dtype.decode()
             shape = tuple(t.shape[i] for i in range(t.ndim))
+            if t.device >= 0:
+                arr = DeviceTensor(t.name.decode(), dtype, shape, t.data or 0, t.nbytes, t.device)
+                return _guard(tensor)(arr.name, dtype, shape, arr)
             holder = _NUMPY[dtype]
             count = t.nbytes // np.dtype(holder).itemsize
             if count:
@@ -115,18 +334,31 @@ class Receiver:
                 arr = np.frombuffer(buf, dtype=holder, count=count).reshape(shape)
             else:
                 arr = np.zeros(shape, dtype=holder)
-            return guard(tensor)(t.name.decode(), dtype, shape, arr)
+            return _guard(tensor)(t.name.decode(), dtype, shape, arr)
 
-        cb = _Callbacks(None,
-                        _BEGIN(lambda _u, v, n, cfg: guard(begin)(v, n, cfg.decode())),
-                        _TENSOR(on_tensor),
-                        _COMMIT(lambda _u, v: guard(commit)(v)),
-                        _ABORT(lambda _u, v: abort(v)))
+        cb = _bracket(begin, commit, abort)
+        cb.tensor = _TENSOR(on_tensor)
         version = ctypes.c_uint64(0)
         err = ctypes.create_string_buffer(4096)
         rc = self._lib.wc_receiver_next(self._handle, ctypes.byref(cb), wait_s,
                                         ctypes.byref(version), err, len(err))
         return ReceiveResult(ReceiveStatus(rc), version.value, err.value.decode())
+
+    def next_into(self, targets: ParameterTargets, begin=None, commit=None, abort=None,
+                  wait_s: float = 5.0) -> ReceiveResult:
+        """One update copied straight into `targets` (see ParameterTargets);
+        begin(version, num_tensors, config_json) before the first byte,
+        commit(version) once the parameters hold the version (run the
+        engine's post-load step there), abort(version) otherwise."""
+        cb = _bracket(begin, commit, abort)
+        version = ctypes.c_uint64(0)
+        dirty = ctypes.c_int(0)
+        err = ctypes.create_string_buffer(4096)
+        rc = self._lib.wc_receiver_next_into(self._handle, targets._handle, ctypes.byref(cb),
+                                             wait_s, ctypes.byref(version), ctypes.byref(dirty),
+                                             err, len(err))
+        return ReceiveResult(ReceiveStatus(rc), version.value, err.value.decode(),
+                             bool(dirty.value))
 
     def stop(self) -> None:
         self._lib.wc_receiver_stop(self._handle)
@@ -157,8 +389,18 @@ class EngineAdapter:
                 size[0] = 0
 
         def on_tensor(name, dtype, shape, arr):
-            chunk.append((name, dtype, arr.copy()))  # the buffer is reused after the call
-            size[0] += arr.nbytes
+            # The buffer is reused after the call: keep a copy.
+            if isinstance(arr, DeviceTensor):
+                view = arr.torch()
+                kept = view.clone()
+                import torch  # noqa: PLC0415 - device tensors imply a torch engine
+
+                torch.cuda.current_stream(view.device).synchronize()
+                chunk.append((name, dtype, kept))
+                size[0] += arr.nbytes
+            else:
+                chunk.append((name, dtype, arr.copy()))
+                size[0] += arr.nbytes
             if size[0] >= self.chunk_bytes:
                 flush()
 
@@ -171,4 +413,15 @@ class EngineAdapter:
             tensor=on_tensor,
             commit=on_commit,
             abort=lambda v: (chunk.clear(), self.engine.abort_update(v)),
+            wait_s=wait_s)
+
+    def poll_into(self, targets: ParameterTargets, wait_s: float = 5.0) -> ReceiveResult:
+        """One version copied by the library into the engine's parameters
+        (no load_weights): begin_update, then finish_update once the
+        parameters hold it, or abort_update."""
+        return self.receiver.next_into(
+            targets,
+            begin=lambda v, n, cfg: self.engine.begin_update(v, cfg),
+            commit=self.engine.finish_update,
+            abort=self.engine.abort_update,
             wait_s=wait_s)
