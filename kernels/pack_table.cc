@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace weightcast {
 
@@ -92,6 +93,34 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
     }
     // Tail: a partial output row.
     if (k < k_end) emit(k / inner, 0, 1, k_end - k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BuildPackTableForSource(const OutputTensor& out, uint32_t source,
+                                     uint64_t source_addr, uint64_t dst,
+                                     std::vector<CopyEntry>* table) {
+  if (out.quant != QuantKind::kNone) {
+    return absl::UnimplementedError(
+        absl::StrCat("tensor '", out.spec.name, "': FP8 outputs are packed by the FP8 kernel"));
+  }
+  const uint64_t es = DTypeSize(out.source_dtype);
+  const uint64_t addrs[1] = {source_addr};
+  uint64_t at = 0;  // output element where the piece starts
+  for (const Piece& p : out.pieces) {
+    const uint64_t n = p.NumElements();
+    if (p.source == source && n > 0) {
+      // The piece alone, as a one-piece output over source 0.
+      OutputTensor one;
+      one.spec.name = out.spec.name;
+      one.spec.dtype = out.source_dtype;
+      one.spec.shape = {static_cast<int64_t>(n)};
+      one.source_dtype = out.source_dtype;
+      one.pieces = {p};
+      one.pieces[0].source = 0;
+      RETURN_IF_ERROR(BuildPackTable(one, 0, n * es, addrs, dst, at * es, table));
+    }
+    at += n;
   }
   return absl::OkStatus();
 }

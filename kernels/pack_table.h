@@ -29,6 +29,17 @@ namespace weightcast {
                                           uint64_t bucket, uint64_t bucket_offset,
                                           std::vector<CopyEntry>* table);
 
+// The receiver's assembly of an output from sources that arrive one by one
+// (vLLM's w13 from per-expert gate and up, in whichever buckets they came):
+// appends the entries that write every piece of `out` reading `source`
+// (whose element 0 is at `source_addr`) to its place in a dense copy of the
+// whole output at `dst`. Running it for each of the output's sources, in any
+// order, gives BuildPackTable's bytes for the whole output.
+// INVALID_ARGUMENT / UNIMPLEMENTED as BuildPackTable.
+[[nodiscard]] absl::Status BuildPackTableForSource(const OutputTensor& out, uint32_t source,
+                                                   uint64_t source_addr, uint64_t dst,
+                                                   std::vector<CopyEntry>* table);
+
 // The receiver's side: entries copying the bucket bytes back into the
 // sources' layout (each entry of BuildPackTable, inverted).
 [[nodiscard]] absl::Status BuildUnpackTable(const OutputTensor& out, uint64_t byte_offset,

@@ -44,6 +44,31 @@ TEST_P(PackTableTest, TableOnHostEqualsPackOutputRange) {
   }
 }
 
+TEST_P(PackTableTest, PerSourceTablesInAnyOrderAssembleTheWholeOutput) {
+  const Layout& l = GetParam();
+  auto data = RandomSources(l, 5);
+  std::vector<HostSource> hs;
+  for (size_t i = 0; i < data.size(); ++i) hs.push_back(HostSource{l.sources[i], data[i].data()});
+  const uint64_t total = l.out.spec.ByteSize();
+  std::vector<std::byte> expect(total), got(total, std::byte{0x5A});
+  ASSERT_TRUE(PackOutputRange(l.out, hs, 0, total, expect.data()).ok());
+  // Sources "arrive" last to first, each executed on its own.
+  for (size_t k = data.size(); k-- > 0;) {
+    std::vector<CopyEntry> table;
+    ASSERT_TRUE(BuildPackTableForSource(l.out, static_cast<uint32_t>(k),
+                                        reinterpret_cast<uint64_t>(data[k].data()),
+                                        reinterpret_cast<uint64_t>(got.data()), &table)
+                    .ok());
+    ExecuteCopyTableOnHost(table);
+  }
+  ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), total)) << l.label;
+  // A source the output does not read adds nothing.
+  std::vector<CopyEntry> none;
+  ASSERT_TRUE(BuildPackTableForSource(l.out, static_cast<uint32_t>(data.size()), 0, 0, &none)
+                  .ok());
+  EXPECT_TRUE(none.empty());
+}
+
 TEST_P(PackTableTest, UnpackRestoresEveryPackedByte) {
   const Layout& l = GetParam();
   auto data = RandomSources(l, 11);
