@@ -148,10 +148,15 @@ void ExecuteCopyTableOnHost(std::span<const CopyEntry> table) {
   for (const CopyEntry& e : table) {
     const auto* src = reinterpret_cast<const std::byte*>(e.src);
     auto* dst = reinterpret_cast<std::byte*>(e.dst);
+    if (!e.transpose) {  // whole rows at once
+      for (uint64_t r = 0; r < e.rows; ++r) {
+        std::memcpy(dst + r * e.dst_row_stride, src + r * e.src_row_stride, e.cols * e.elem_size);
+      }
+      continue;
+    }
     for (uint64_t r = 0; r < e.rows; ++r) {
       for (uint64_t c = 0; c < e.cols; ++c) {
-        const uint64_t d = e.transpose ? c * e.dst_row_stride + r * e.elem_size
-                                       : r * e.dst_row_stride + c * e.elem_size;
+        const uint64_t d = c * e.dst_row_stride + r * e.elem_size;
         std::memcpy(dst + d, src + r * e.src_row_stride + c * e.elem_size, e.elem_size);
       }
     }
