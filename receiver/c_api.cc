@@ -10,7 +10,7 @@
 #include "kernels/cuda_ipc.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/callback_sink.h"
-#include "receiver/device_parameter_sink.h"
+#include "receiver/parameter_sink.h"
 #include "receiver/receiver.h"
 
 struct wc_receiver {
@@ -21,13 +21,14 @@ struct wc_receiver {
 };
 
 struct wc_targets {
-  int device = 0;
-  weightcast::DeviceParameterSink::Mode mode = weightcast::DeviceParameterSink::Mode::kStaged;
-  absl::flat_hash_map<std::string, weightcast::DeviceTarget> targets;
+  int device = 0;  // -1: host memory
+  weightcast::ParameterSink::Mode mode = weightcast::ParameterSink::Mode::kStaged;
+  absl::flat_hash_map<std::string, weightcast::ParameterTarget> targets;
+  weightcast::LayoutBuilder layout;  // none: the wire's tensors
   std::unique_ptr<weightcast::IpcAllocationCache> ipc;  // made at the first IPC target
   // Made from `targets` at the first update after they changed; kept across
   // versions so its stream is made once.
-  std::unique_ptr<weightcast::DeviceParameterSink> sink;
+  std::unique_ptr<weightcast::ParameterSink> sink;
 };
 
 namespace {
@@ -211,8 +212,9 @@ int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint
 }
 
 wc_targets* wc_targets_create(int cuda_device, int mode, char* err, size_t err_len) {
-  if (cuda_device < 0) {
-    SetError(err, err_len, absl::StrCat("cuda_device ", cuda_device, " is negative"));
+  if (cuda_device < -1) {
+    SetError(err, err_len, absl::StrCat("cuda_device ", cuda_device,
+                                        ": a device ordinal, or -1 for host memory"));
     return nullptr;
   }
   if (mode != WC_TARGETS_STAGED && mode != WC_TARGETS_IN_PLACE) {
@@ -222,8 +224,8 @@ wc_targets* wc_targets_create(int cuda_device, int mode, char* err, size_t err_l
   }
   auto t = std::make_unique<wc_targets>();
   t->device = cuda_device;
-  t->mode = mode == WC_TARGETS_STAGED ? weightcast::DeviceParameterSink::Mode::kStaged
-                                      : weightcast::DeviceParameterSink::Mode::kInPlace;
+  t->mode = mode == WC_TARGETS_STAGED ? weightcast::ParameterSink::Mode::kStaged
+                                      : weightcast::ParameterSink::Mode::kInPlace;
   return t.release();
 }
 
@@ -237,7 +239,7 @@ int wc_targets_add(wc_targets* t, const char* name, void* data, uint64_t nbytes,
                                            " bytes"));
   }
   if (t->ipc != nullptr) t->ipc->Release(name);  // it was an IPC target before
-  t->targets[name] = weightcast::DeviceTarget{data, nbytes};
+  t->targets[name] = weightcast::ParameterTarget{data, nbytes};
   t->sink.reset();
   return 0;
 }
@@ -248,12 +250,32 @@ int wc_targets_add_ipc(wc_targets* t, const char* name, const void* handle, size
   if (t == nullptr || name == nullptr || *name == 0 || handle == nullptr) {
     return Fail(err, err_len, "targets, a tensor name and an IPC handle are required");
   }
+  if (t->device < 0) {
+    return Fail(err, err_len, absl::StrCat("tensor '", name,
+                                           "': CUDA IPC targets need targets on a GPU"));
+  }
   if (t->ipc == nullptr) t->ipc = std::make_unique<weightcast::IpcAllocationCache>(t->device);
   absl::StatusOr<void*> p = t->ipc->Resolve(
       name, absl::string_view(static_cast<const char*>(handle), handle_len), allocation_bytes,
       offset, nbytes);
   if (!p.ok()) return Fail(err, err_len, p.status().ToString());
-  t->targets[name] = weightcast::DeviceTarget{*p, nbytes};
+  t->targets[name] = weightcast::ParameterTarget{*p, nbytes};
+  t->sink.reset();
+  return 0;
+}
+
+int wc_targets_set_vllm_layout(wc_targets* t, const char* family, int tp_rank, int tp_size,
+                               int ep_rank, int ep_size, char* err, size_t err_len) {
+  if (t == nullptr) return Fail(err, err_len, "targets are required");
+  if (tp_size < 1 || ep_size < 1 || tp_rank < 0 || tp_rank >= tp_size || ep_rank < 0 ||
+      ep_rank >= ep_size) {
+    return Fail(err, err_len, absl::StrCat("vllm layout: tp rank ", tp_rank, " of ", tp_size,
+                                           ", ep rank ", ep_rank, " of ", ep_size));
+  }
+  t->layout = weightcast::VllmLayoutBuilder(
+      family == nullptr ? "" : family,
+      weightcast::VllmRank{.tp_rank = tp_rank, .tp_size = tp_size, .ep_rank = ep_rank,
+                           .ep_size = ep_size});
   t->sink.reset();
   return 0;
 }
@@ -270,13 +292,17 @@ int wc_receiver_next_into(wc_receiver* r, wc_targets* t, const wc_callbacks* bra
     SetError(err, err_len, "receiver and targets are required");
     return WC_ERROR;
   }
-  if (t->device != r->cuda_device) {
+  if (t->device >= 0 && t->device != r->cuda_device) {
     SetError(err, err_len, absl::StrCat("the targets are on device ", t->device,
                                         ", the receiver's buffers on device ", r->cuda_device));
     return WC_ERROR;
   }
   if (t->sink == nullptr) {
-    t->sink = std::make_unique<weightcast::DeviceParameterSink>(t->device, t->targets, t->mode);
+    t->sink = t->device < 0 ? std::make_unique<weightcast::ParameterSink>(
+                                  weightcast::NewHostParameterCopier(), t->targets, t->mode,
+                                  t->layout)
+                            : std::make_unique<weightcast::ParameterSink>(
+                                  t->device, t->targets, t->mode, t->layout);
   }
   BracketedSink sink(*t->sink, bracket);
   const int rc = RunNext(r, sink, wait_s, version, err, err_len);

@@ -93,10 +93,13 @@ wc_receiver* wc_receiver_create(const char* rendezvous, const char* token, int r
 int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint64_t* version,
                      char* err, size_t err_len);
 
-/* Target parameters on one GPU for wc_receiver_next_into. Every tensor of
- * a version must have a target of exactly its byte size, and every target
- * must be written by it, else this rank votes against the version (err
- * names the tensor).
+/* Target parameters for wc_receiver_next_into, on one GPU or (cuda_device
+ * -1) in host memory. Every tensor of a version must have a target of
+ * exactly its byte size, and every target must be written by it, else this
+ * rank votes against the version (err names the tensor). With a layout
+ * (wc_targets_set_vllm_layout) the targets are the layout's tensors
+ * (vLLM's w13_weight, w2_weight, ... of this rank), assembled in place from
+ * the wire's tensors as they arrive.
  * WC_TARGETS_STAGED: each version lands in device shadows and is copied
  *   into the parameters only once the group committed: an aborted version
  *   never touches them (costs one more copy of the targets' memory).
@@ -118,6 +121,11 @@ int wc_targets_add(wc_targets* t, const char* name, void* data, uint64_t nbytes,
 int wc_targets_add_ipc(wc_targets* t, const char* name, const void* handle, size_t handle_len,
                        uint64_t allocation_bytes, uint64_t offset, uint64_t nbytes, char* err,
                        size_t err_len);
+/* The vLLM FusedMoE layout of tensor-parallel rank tp_rank of tp_size and
+ * expert-parallel rank ep_rank of ep_size; `family` NULL or "": the
+ * version's config.json model_type. */
+int wc_targets_set_vllm_layout(wc_targets* t, const char* family, int tp_rank, int tp_size,
+                               int ep_rank, int ep_size, char* err, size_t err_len);
 uint64_t wc_targets_count(const wc_targets* t);
 void wc_targets_destroy(wc_targets* t);
 
@@ -125,9 +133,10 @@ void wc_targets_destroy(wc_targets* t);
  * be NULL; its begin, commit and abort are called as in wc_receiver_next
  * (commit after the parameters hold the version: run the engine's
  * post-load step there), its tensor callback is not used. `dirty` may be
- * NULL. The targets' device must be the receiver's cuda_device. On NCCL
- * groups each tensor is copied device to device from the verified receive
- * buffer; on gloo groups it is copied up from host memory. */
+ * NULL. GPU targets must be on the receiver's cuda_device: on NCCL groups
+ * they are written device to device from the verified receive buffer (one
+ * copy-table launch per bucket), on gloo groups copied up from host memory.
+ * Host targets take host memory on any group. */
 int wc_receiver_next_into(wc_receiver* r, wc_targets* targets, const wc_callbacks* bracket,
                           double wait_s, uint64_t* version, int* dirty, char* err,
                           size_t err_len);

@@ -5,21 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "formats/layout.h"
 #include "kernels/pack_reference.h"
 
 namespace weightcast {
-
-LayoutBuilder VllmLayoutBuilder(std::string family, VllmRank rank) {
-  return [family, rank](const GlobalManifest& m) -> absl::StatusOr<std::vector<OutputTensor>> {
-    std::vector<TensorSpec> specs;
-    for (const ManifestTensor& t : m.tensors) specs.push_back(t.spec);
-    FormatSpec spec;
-    spec.family = family;
-    ASSIGN_OR_RETURN(const FamilyRules* f, ResolveFamily(spec, m.config_json, specs));
-    return BuildVllmOutputs(*f, specs, rank);
-  };
-}
 
 absl::Status TransformingSink::Begin(const GlobalManifest& manifest) {
   Abort();

@@ -15,18 +15,10 @@
 
 #include "common/output_tensor.h"
 #include "formats/vllm_layout.h"
+#include "receiver/layout_builder.h"
 #include "receiver/sink.h"
 
 namespace weightcast {
-
-// Maps the received tensors (the manifest's, in its order; sources of the
-// outputs index them) to the outputs to produce.
-using LayoutBuilder =
-    std::function<absl::StatusOr<std::vector<OutputTensor>>(const GlobalManifest& manifest)>;
-
-// The vLLM FusedMoE layout of `rank` (formats/vllm_layout.h); the family
-// comes from `family` or else the manifest's config.json.
-[[nodiscard]] LayoutBuilder VllmLayoutBuilder(std::string family, VllmRank rank);
 
 class TransformingSink final : public Sink {
  public:

@@ -11,7 +11,7 @@ import pytest
 
 from weightcast_receiver import EngineAdapter, ParameterTargets, Receiver, ReceiveStatus
 from weightcast_receiver.client import DEFAULT_LIB
-from weightcast_testing.modelgen import values
+from weightcast_testing.modelgen import MoeModelSpec, values
 
 
 class RecordingEngine:
@@ -124,7 +124,7 @@ def test_receiver_refuses_a_negative_cuda_device(lib):
 
 
 def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
-    with pytest.raises(ValueError, match="cuda_device -2 is negative"):
+    with pytest.raises(ValueError, match="cuda_device -2: a device ordinal, or -1 for host memory"):
         ParameterTargets(device=-2, lib_path=lib)
     t = ParameterTargets(device=0, lib_path=lib)
     with pytest.raises(ValueError, match="tensor 'w': null pointer for 8 bytes"):
@@ -148,7 +148,18 @@ def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
     t.add("w", 0x2000, 8)  # again: replaces
     t.add("empty", 0, 0)
     assert len(t) == 2
+    with pytest.raises(ValueError, match="vllm layout: tp rank 2 of 2"):
+        t.vllm_layout(tp_rank=2, tp_size=2)
+    with pytest.raises(ValueError, match="numpy arrays are host memory"):
+        t.add_numpy({"x": np.zeros(3)})
     t.close()
+    host = ParameterTargets(device=-1, lib_path=lib)
+    with pytest.raises(ValueError, match="tensor 'h': CUDA IPC targets need targets on a GPU"):
+        host.add_ipc("h", b"x" * 64, 1024, 0, 8)
+    with pytest.raises(ValueError, match="tensor 'v': not a writable C-contiguous"):
+        host.add_numpy({"v": np.zeros((4, 4))[:, 1]})
+    host.add_numpy({"v": np.zeros((4, 4))})
+    assert len(host) == 1
 
 
 class BracketEngine:
@@ -223,3 +234,75 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
     assert not os.path.exists(f"{c.receiver_out(1)}/step_1")
     assert not os.path.exists(f"{c.receiver_out(1)}/step_2")
     c.verify(1, 3)
+
+
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+def test_host_targets_in_the_vllm_layout_equal_what_the_checkpoint_receiver_writes(
+        make_cluster, lib, fp8):
+    """A CPU engine's parameters in vLLM's FusedMoE layout of TP rank 1/2 and
+    EP rank 1/3, filled by the library (copy tables, staged then in place)
+    from 2 senders, equal byte for byte what weightcast-recv --layout vllm
+    (the checkpoint path) writes for the same rank and version."""
+    # I = 256 so that FP8's I_tp is a multiple of 128.
+    model = MoeModelSpec(hidden=72, heads=6, kv_heads=2, head_dim=12, moe_intermediate=256,
+                         dense_intermediate=136, experts=6, experts_per_tok=2, layers=2,
+                         vocab=250)
+    c = make_cluster(num_senders=2, num_receivers=2, model=model, timeout_s=20,
+                     init_args={"--quantization": "fp8-block"} if fp8 else {})
+    layout = {"tp_rank": 1, "tp_size": 2, "ep_rank": 1, "ep_size": 3}
+    c.recv_args = {2: ["--layout", "vllm", "--tp-rank", "1", "--tp-size", "2",
+                       "--ep-rank", "1", "--ep-size", "3"]}
+    c.start_daemons()
+    for s in range(2):
+        assert c.init(s).rc == 0
+    c.start_receiver(2)
+    receiver = Receiver(f"127.0.0.1:{c.port}", rank=3, token=c.token, timeout_s=20, lib_path=lib)
+    c.register()
+    # Version 1 tells this engine its parameters' names and shapes (as a real
+    # engine knows them from its model): the checkpoint receiver's tensors.
+    results = []
+
+    def first():
+        results.append(receiver.next(None, lambda *a: None, None, None, wait_s=30))
+
+    t = threading.Thread(target=first)
+    t.start()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    t.join(timeout=60)
+    assert results[0].status == ReceiveStatus.COMMITTED, results[0].message
+    shapes, _ = c.load(2, 1)
+    assert any(n.endswith("experts.w13_weight") for n in shapes)
+    assert any(n.endswith("w13_weight_scale_inv") for n in shapes) == fp8
+    params = {n: np.zeros_like(a) for n, a in shapes.items()}
+    staged = ParameterTargets(device=-1, staged=True, lib_path=lib)
+    staged.vllm_layout(**layout)
+    staged.add_numpy(params)
+    in_place = ParameterTargets(device=-1, staged=False, lib_path=lib)
+    in_place.vllm_layout(**layout)
+    in_place.add_numpy(params)
+    engine = BracketEngine()
+    adapter = EngineAdapter(receiver, engine)
+    got = {}
+
+    def rest():
+        for v, targets in ((2, staged), (3, in_place)):
+            results.append(adapter.poll_into(targets, wait_s=30))
+            got[v] = {n: a.tobytes() for n, a in params.items()}
+
+    t = threading.Thread(target=rest)
+    t.start()
+    for v in (2, 3):
+        c.write_version(v)
+        res = c.update(v)
+        assert all(r.rc == 0 for r in res), [r.err for r in res]
+    t.join(timeout=60)
+    receiver.close()
+    assert [r.status for r in results] == [ReceiveStatus.COMMITTED] * 3, \
+        [r.message for r in results]
+    assert engine.calls == [("begin", 2), ("finish", 2), ("begin", 3), ("finish", 3)]
+    for v in (2, 3):
+        want, _ = c.load(2, v)
+        assert set(want) == set(got[v])
+        for name, arr in want.items():
+            assert got[v][name] == arr.tobytes(), f"{name} differs at version {v}"

@@ -175,6 +175,10 @@ def _load(lib_path: str) -> ctypes.CDLL:
     lib.wc_targets_add_ipc.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
                                        ctypes.c_size_t, ctypes.c_uint64, ctypes.c_uint64,
                                        ctypes.c_uint64, *err_args]
+    lib.wc_targets_set_vllm_layout.restype = ctypes.c_int
+    lib.wc_targets_set_vllm_layout.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int,
+                                               ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                               *err_args]
     lib.wc_targets_count.restype = ctypes.c_uint64
     lib.wc_targets_count.argtypes = [ctypes.c_void_p]
     lib.wc_targets_destroy.argtypes = [ctypes.c_void_p]
@@ -208,10 +212,14 @@ def _bracket(begin, commit, abort) -> _Callbacks:
 
 
 class ParameterTargets:
-    """The engine's GPU parameters a version is copied into, by name, on one
-    device. ``staged=True``: a version lands in device shadows and reaches
-    the parameters only once the group committed (one more copy of their
-    memory); ``False``: in place, between the engine's begin and finish.
+    """The engine's parameters a version is copied into, by name: on one GPU
+    (``device`` >= 0) or in host memory (``device=-1``, a CPU engine).
+    ``staged=True``: a version is assembled in shadows and reaches the
+    parameters only once the group committed (one more copy of their
+    memory, during the update); ``False``: in place, between the engine's
+    begin and finish. ``vllm_layout(...)``: the targets are vLLM's FusedMoE
+    tensors of this rank (w13_weight, w2_weight, scales), assembled from the
+    wire's per-expert tensors as they arrive.
 
         targets = ParameterTargets(device=0)
         targets.add_torch(dict(model.named_parameters()))     # this process
@@ -220,6 +228,7 @@ class ParameterTargets:
 
     def __init__(self, device: int = 0, staged: bool = True, lib_path: str | None = None):
         self._handle = None
+        self._keep: dict = {}  # name -> the object whose memory a target is
         self._lib = _load(_lib_path(lib_path))
         self.device = device
         err = ctypes.create_string_buffer(1024)
@@ -232,11 +241,31 @@ class ParameterTargets:
         if rc != 0:
             raise ValueError(err.value.decode())
 
-    def add(self, name: str, ptr: int, nbytes: int) -> None:
-        """``nbytes`` bytes of device memory at address ``ptr`` of this process."""
+    def add(self, name: str, ptr: int, nbytes: int, keep=None) -> None:
+        """``nbytes`` bytes at address ``ptr`` of this process (device memory,
+        or host memory for host targets). ``keep``: an object to hold alive
+        as long as the target (the array or tensor owning the memory)."""
         err = ctypes.create_string_buffer(1024)
         self._check(self._lib.wc_targets_add(self._handle, name.encode(), ctypes.c_void_p(ptr),
                                              nbytes, err, len(err)), err)
+        self._keep[name] = keep
+
+    def add_numpy(self, arrays) -> None:
+        """Host targets: writable, C-contiguous numpy arrays by name."""
+        if self.device >= 0:
+            raise ValueError(f"numpy arrays are host memory, the targets are on cuda:{self.device}")
+        for name, a in dict(arrays).items():
+            if not isinstance(a, np.ndarray) or not a.flags.c_contiguous or not a.flags.writeable:
+                raise ValueError(f"tensor {name!r}: not a writable C-contiguous numpy array")
+            self.add(name, a.ctypes.data, a.nbytes, keep=a)
+
+    def vllm_layout(self, tp_rank: int = 0, tp_size: int = 1, ep_rank: int = 0,
+                    ep_size: int = 1, family: str | None = None) -> None:
+        """Name the targets by vLLM's FusedMoE layout of this TP/EP rank."""
+        err = ctypes.create_string_buffer(1024)
+        self._check(self._lib.wc_targets_set_vllm_layout(
+            self._handle, (family or "").encode(), tp_rank, tp_size, ep_rank, ep_size, err,
+            len(err)), err)
 
     def add_torch(self, tensors) -> None:
         """torch tensors by name (e.g. ``dict(model.named_parameters())``):
@@ -248,7 +277,7 @@ class ParameterTargets:
                                  f"cuda:{self.device}")
             if not t.is_contiguous():
                 raise ValueError(f"tensor {name!r}: not contiguous")
-            self.add(name, t.data_ptr(), t.numel() * t.element_size())
+            self.add(name, t.data_ptr(), t.numel() * t.element_size(), keep=t)
 
     def add_ipc(self, name: str, handle: bytes, allocation_bytes: int, offset: int,
                 nbytes: int) -> None:

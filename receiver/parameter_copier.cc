@@ -1,0 +1,46 @@
+// The host-memory ParameterCopier.
+#include <cstring>
+#include <vector>
+
+#include "kernels/pack_table.h"
+#include "receiver/parameter_copier.h"
+
+namespace weightcast {
+namespace {
+
+class HostBuffer final : public CopierBuffer {
+ public:
+  explicit HostBuffer(uint64_t bytes) : bytes_(bytes) {}
+  std::byte* data() const override { return const_cast<std::byte*>(bytes_.data()); }
+
+ private:
+  std::vector<std::byte> bytes_;
+};
+
+class HostParameterCopier final : public ParameterCopier {
+ public:
+  int device() const override { return -1; }
+  absl::StatusOr<std::unique_ptr<CopierBuffer>> Allocate(uint64_t bytes) override {
+    return std::unique_ptr<CopierBuffer>(std::make_unique<HostBuffer>(bytes));
+  }
+  absl::Status CopyFromHost(std::byte* dst, const std::byte* src, uint64_t n) override {
+    return Copy(dst, src, n);
+  }
+  absl::Status Copy(std::byte* dst, const std::byte* src, uint64_t n) override {
+    if (n > 0) std::memcpy(dst, src, n);
+    return absl::OkStatus();
+  }
+  absl::Status Run(std::span<const CopyEntry> table) override {
+    ExecuteCopyTableOnHost(table);
+    return absl::OkStatus();
+  }
+  absl::Status Wait() override { return absl::OkStatus(); }
+};
+
+}  // namespace
+
+std::unique_ptr<ParameterCopier> NewHostParameterCopier() {
+  return std::make_unique<HostParameterCopier>();
+}
+
+}  // namespace weightcast

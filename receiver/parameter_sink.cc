@@ -1,0 +1,290 @@
+#include "receiver/parameter_sink.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/pack_table.h"
+
+namespace weightcast {
+namespace {
+
+uint64_t RoundUp(uint64_t n, uint64_t to) { return (n + to - 1) / to * to; }
+
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// `n` contiguous bytes as one copy-table row.
+CopyEntry ByteCopy(std::byte* dst, const std::byte* src, uint64_t n) {
+  CopyEntry e;
+  e.src = Addr(src);
+  e.dst = Addr(dst);
+  e.src_row_stride = n;
+  e.dst_row_stride = n;
+  e.rows = 1;
+  e.cols = n;
+  e.elem_size = 1;
+  return e;
+}
+
+// Output `out` is source `s` as it is (the case of every tensor without a
+// layout, and of the pass-through tensors of one).
+bool IsWholeCopy(const OutputTensor& out, const TensorSpec& source) {
+  return out.quant == QuantKind::kNone && out.pieces.size() == 1 &&
+         out.pieces[0].src_offset == 0 && !out.pieces[0].transpose &&
+         out.pieces[0].NumElements() == source.NumElements() &&
+         out.spec.ByteSize() == source.ByteSize() &&
+         (out.pieces[0].rows <= 1 || out.pieces[0].src_row_stride == out.pieces[0].cols);
+}
+
+}  // namespace
+
+ParameterSink::ParameterSink(int device, absl::flat_hash_map<std::string, ParameterTarget> targets,
+                             Mode mode, LayoutBuilder layout)
+    : device_(device), targets_(std::move(targets)), mode_(mode), layout_(std::move(layout)) {}
+
+ParameterSink::ParameterSink(std::unique_ptr<ParameterCopier> copier,
+                             absl::flat_hash_map<std::string, ParameterTarget> targets, Mode mode,
+                             LayoutBuilder layout)
+    : device_(copier->device()),
+      copier_(std::move(copier)),
+      targets_(std::move(targets)),
+      mode_(mode),
+      layout_(std::move(layout)) {}
+
+ParameterSink::~ParameterSink() { Reset(); }
+
+void ParameterSink::Reset() {
+  // Nothing may still read or write a buffer freed below.
+  if (copier_ != nullptr) (void)copier_->Wait();
+  manifest_ = nullptr;
+  outputs_.clear();
+  target_of_.clear();
+  direct_.clear();
+  dependents_.clear();
+  arrived_.clear();
+  written_.clear();
+  held_.clear();
+  release_.clear();
+  shadow_.reset();
+  shadow_offset_.clear();
+  staging_used_ = 0;
+  table_.clear();
+}
+
+absl::Status ParameterSink::Begin(const GlobalManifest& manifest) {
+  // manifest_ is set only once everything is ready: after a failed Begin,
+  // Write and Commit refuse instead of reaching unchecked targets.
+  Reset();
+  if (absl::Status s = Prepare(manifest); !s.ok()) {
+    Reset();
+    return s;
+  }
+  manifest_ = &manifest;
+  return absl::OkStatus();
+}
+
+absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
+  if (layout_) {
+    ASSIGN_OR_RETURN(outputs_, layout_(m));
+  } else {
+    ASSIGN_OR_RETURN(outputs_, IdentityLayout(m));
+  }
+  std::vector<TensorSpec> received;
+  received.reserve(m.tensors.size());
+  for (const ManifestTensor& t : m.tensors) received.push_back(t.spec);
+  absl::flat_hash_set<std::string> names;
+  target_of_.assign(outputs_.size(), nullptr);
+  for (size_t o = 0; o < outputs_.size(); ++o) {
+    const OutputTensor& out = outputs_[o];
+    const std::string& name = out.spec.name;
+    RETURN_IF_ERROR(ValidateOutputTensor(out, received));
+    if (out.quant != QuantKind::kNone) {
+      return absl::UnimplementedError(absl::StrCat(
+          "tensor '", name, "': a receiver layout only moves bytes (FP8 is the senders')"));
+    }
+    auto it = targets_.find(name);
+    if (it == targets_.end()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tensor '", name, "' has no target parameter on this rank"));
+    }
+    if (it->second.bytes != out.spec.ByteSize() ||
+        (it->second.data == nullptr && it->second.bytes != 0)) {
+      return absl::FailedPreconditionError(absl::StrCat("tensor '", name, "': ",
+                                                        out.spec.ByteSize(),
+                                                        " bytes arrive, its target has ",
+                                                        it->second.bytes));
+    }
+    target_of_[o] = &it->second;
+    names.insert(name);
+  }
+  for (const auto& [name, target] : targets_) {
+    if (!names.contains(name)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "target parameter '", name, "' is not a tensor of version ", m.weight_version,
+          " (", outputs_.size(), " tensors, ", targets_.size(), " targets)"));
+    }
+  }
+  direct_.assign(received.size(), -1);
+  dependents_.assign(received.size(), {});
+  arrived_.assign(received.size(), 0);
+  written_.assign(outputs_.size(), 0);
+  for (size_t o = 0; o < outputs_.size(); ++o) {
+    const OutputTensor& out = outputs_[o];
+    if (out.spec.ByteSize() == 0) continue;  // nothing to write
+    if (IsWholeCopy(out, received[out.pieces[0].source]) && direct_[out.pieces[0].source] < 0) {
+      direct_[out.pieces[0].source] = static_cast<int64_t>(o);
+      continue;
+    }
+    absl::flat_hash_set<uint32_t> sources;
+    for (const Piece& p : out.pieces) sources.insert(p.source);
+    for (uint32_t s : sources) dependents_[s].push_back(static_cast<uint32_t>(o));
+  }
+  if (copier_ == nullptr) {
+    ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(device_));
+  }
+  if (device_ >= 0 && write_device_ < 0) {
+    // Host buckets are copied up, segment by segment, before the copies.
+    uint64_t need = 0;
+    for (const auto& segments : m.bucket_segments) {
+      uint64_t bucket = 0;
+      for (const auto& [t, seg] : segments) bucket += RoundUp(seg.bytes, 16);
+      need = std::max(need, bucket);
+    }
+    if (need > staging_capacity_) {
+      staging_.reset();
+      staging_capacity_ = 0;
+      ASSIGN_OR_RETURN(staging_, copier_->Allocate(need));
+      staging_capacity_ = need;
+    }
+  }
+  if (mode_ == Mode::kStaged) {
+    uint64_t total = 0;
+    shadow_offset_.assign(outputs_.size(), 0);
+    for (size_t o = 0; o < outputs_.size(); ++o) {
+      shadow_offset_[o] = total;
+      total += RoundUp(outputs_[o].spec.ByteSize(), 256);
+    }
+    if (total > 0) {
+      absl::StatusOr<std::unique_ptr<CopierBuffer>> shadow = copier_->Allocate(total);
+      if (!shadow.ok()) {
+        return absl::Status(shadow.status().code(),
+                            absl::StrCat("staging version ", m.weight_version, " (", total,
+                                         " bytes): ", shadow.status().message()));
+      }
+      shadow_ = *std::move(shadow);
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::byte* ParameterSink::Destination(size_t o) const {
+  if (mode_ == Mode::kStaged) return shadow_->data() + shadow_offset_[o];
+  return static_cast<std::byte*>(target_of_[o]->data);
+}
+
+absl::Status ParameterSink::SourceComplete(uint32_t s, const std::byte* data) {
+  for (uint32_t o : dependents_[s]) {
+    const size_t first = table_.size();
+    RETURN_IF_ERROR(
+        BuildPackTableForSource(outputs_[o], s, Addr(data), Addr(Destination(o)), &table_));
+    for (size_t i = first; i < table_.size(); ++i) {
+      written_[o] += table_[i].rows * table_[i].cols * table_[i].elem_size;
+    }
+    if (mode_ == Mode::kInPlace && table_.size() > first) dirty_ = true;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParameterSink::Write(uint32_t tensor, uint64_t offset, const std::byte* data,
+                                  uint64_t bytes) {
+  if (manifest_ == nullptr || tensor >= arrived_.size()) {
+    return absl::InternalError("write outside a version");
+  }
+  const TensorSpec& spec = manifest_->tensors[tensor].spec;
+  const uint64_t total = spec.ByteSize();
+  if (offset != arrived_[tensor] || bytes > total - offset) {
+    return absl::InternalError(absl::StrCat("tensor '", spec.name, "': segment [", offset, ", +",
+                                            bytes, ") out of order or past its ", total,
+                                            " bytes"));
+  }
+  arrived_[tensor] += bytes;
+  const int64_t direct = direct_[tensor];
+  if ((direct < 0 && dependents_[tensor].empty()) || bytes == 0) return absl::OkStatus();
+  const std::byte* src = data;
+  if (device_ >= 0 && write_device_ < 0) {
+    if (staging_used_ + bytes > staging_capacity_) {
+      return absl::InternalError(absl::StrCat("tensor '", spec.name, "': bucket larger than planned"));
+    }
+    std::byte* at = staging_->data() + staging_used_;
+    RETURN_IF_ERROR(copier_->CopyFromHost(at, data, bytes));
+    staging_used_ += RoundUp(bytes, 16);
+    src = at;
+  }
+  if (direct >= 0) {
+    table_.push_back(ByteCopy(Destination(direct) + offset, src, bytes));
+    written_[direct] += bytes;
+    if (mode_ == Mode::kInPlace) dirty_ = true;
+  }
+  if (dependents_[tensor].empty()) return absl::OkStatus();
+  if (offset == 0 && bytes == total) return SourceComplete(tensor, src);
+  std::unique_ptr<CopierBuffer>& held = held_[tensor];
+  if (held == nullptr) {
+    absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(total);
+    if (!b.ok()) {
+      return absl::Status(b.status().code(),
+                          absl::StrCat("tensor '", spec.name, "': ", b.status().message()));
+    }
+    held = *std::move(b);
+  }
+  RETURN_IF_ERROR(copier_->Copy(held->data() + offset, src, bytes));
+  if (arrived_[tensor] < total) return absl::OkStatus();
+  release_.push_back(tensor);
+  return SourceComplete(tensor, held->data());
+}
+
+absl::Status ParameterSink::EndBucket() {
+  if (copier_ == nullptr) return absl::OkStatus();
+  absl::Status run = copier_->Run(table_);
+  table_.clear();
+  absl::Status wait = copier_->Wait();  // the bucket's slot is reused next
+  for (uint32_t s : release_) held_.erase(s);
+  release_.clear();
+  staging_used_ = 0;
+  return run.ok() ? wait : run;
+}
+
+absl::StatusOr<std::string> ParameterSink::Commit() {
+  if (manifest_ == nullptr) return absl::InternalError("commit outside a version");
+  for (size_t o = 0; o < outputs_.size(); ++o) {
+    const uint64_t want = outputs_[o].spec.ByteSize();
+    if (written_[o] != want) {
+      return absl::InternalError(absl::StrCat("tensor '", outputs_[o].spec.name, "': ",
+                                              written_[o], " of ", want, " bytes arrived"));
+    }
+  }
+  if (mode_ == Mode::kStaged) {
+    std::vector<CopyEntry> publish;
+    for (size_t o = 0; o < outputs_.size(); ++o) {
+      const uint64_t n = outputs_[o].spec.ByteSize();
+      if (n == 0) continue;
+      publish.push_back(ByteCopy(static_cast<std::byte*>(target_of_[o]->data),
+                                 shadow_->data() + shadow_offset_[o], n));
+    }
+    absl::Status run = copier_->Run(publish);
+    absl::Status wait = copier_->Wait();
+    if (!run.ok() || !wait.ok()) {
+      dirty_ = true;  // some parameters may hold the new version already
+      return run.ok() ? wait : run;
+    }
+  }
+  const uint64_t version = manifest_->weight_version;
+  const size_t n = outputs_.size();
+  Reset();
+  dirty_ = false;  // the parameters hold a whole version again
+  return absl::StrCat("version ", version, " in ", n, " parameters");
+}
+
+void ParameterSink::Abort() { Reset(); }
+
+}  // namespace weightcast

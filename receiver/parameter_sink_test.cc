@@ -1,0 +1,379 @@
+// ParameterSink: target checks; then, for host-memory targets (always) and
+// GPU targets (on a GPU, from device slots as with NCCL and from host
+// buckets as with gloo): whole versions byte for byte, tensors split across
+// buckets, staged all-or-nothing, the in-place dirty flag, and the vLLM
+// FusedMoE layout assembled in the targets equal to what TransformingSink
+// (the CPU path that writes checkpoints) makes of the same buckets.
+#include "receiver/parameter_sink.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "formats/families.h"
+#include "gtest/gtest.h"
+#include "kernels/gpu_device.h"
+#include "receiver/callback_sink.h"
+#include "receiver/transforming_sink.h"
+
+namespace weightcast {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+using Mode = ParameterSink::Mode;
+
+Bytes Random(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Bytes b(n);
+  for (auto& x : b) x = static_cast<std::byte>(rng());
+  return b;
+}
+
+// A version: its tensors' bytes, laid into buckets of `bucket_bytes` in
+// order, tensors cut wherever a bucket ends.
+struct Version {
+  GlobalManifest manifest;
+  std::vector<Bytes> tensors;
+  std::vector<Bytes> buckets;
+};
+
+Version MakeVersion(std::vector<TensorSpec> specs, uint64_t weight_version, uint64_t bucket_bytes,
+                    uint32_t seed) {
+  Version v;
+  v.manifest.weight_version = weight_version;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    v.tensors.push_back(Random(specs[i].ByteSize(), seed + static_cast<uint32_t>(i)));
+    v.manifest.tensors.push_back(ManifestTensor{.spec = specs[i]});
+    v.manifest.payload_bytes += specs[i].ByteSize();
+  }
+  for (uint32_t t = 0; t < v.tensors.size(); ++t) {
+    uint64_t done = 0;
+    while (done < v.tensors[t].size()) {
+      if (v.buckets.empty() || v.buckets.back().size() == bucket_bytes) {
+        v.buckets.emplace_back();
+        v.manifest.buckets.push_back(GlobalBucket{});
+        v.manifest.bucket_segments.emplace_back();
+      }
+      Bytes& b = v.buckets.back();
+      const uint64_t n = std::min<uint64_t>(bucket_bytes - b.size(), v.tensors[t].size() - done);
+      Segment seg;
+      seg.tensor = t;
+      seg.bucket = static_cast<uint32_t>(v.buckets.size() - 1);
+      seg.bucket_offset = b.size();
+      seg.tensor_offset = done;
+      seg.bytes = n;
+      v.manifest.bucket_segments.back().push_back({t, seg});
+      b.insert(b.end(), v.tensors[t].begin() + done, v.tensors[t].begin() + done + n);
+      v.manifest.buckets.back().bytes = b.size();
+      done += n;
+    }
+  }
+  return v;
+}
+
+enum class Backend { kHost, kGpu, kGpuFromHost };
+
+std::string Name(Backend b) {
+  return b == Backend::kHost ? "host" : b == Backend::kGpu ? "gpu" : "gpu_from_host";
+}
+
+// Target parameters and landing slots in the backend's memory.
+struct Memory {
+  explicit Memory(Backend b) : backend(b) {}
+  ~Memory() {
+    for (void* p : device) cudaFree(p);
+  }
+  bool TargetsOnGpu() const { return backend != Backend::kHost; }
+
+  std::byte* Make(const Bytes& init, bool on_gpu) {
+    if (!on_gpu) {
+      host.push_back(std::make_unique<Bytes>(init));
+      return host.back()->data();
+    }
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(init.size(), 1)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, init.data(), init.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    device.push_back(p);
+    return static_cast<std::byte*>(p);
+  }
+  std::byte* Target(const Bytes& init) { return Make(init, TargetsOnGpu()); }
+  std::byte* Slot(const Bytes& init) { return Make(init, backend == Backend::kGpu); }
+
+  Bytes Read(const std::byte* p, size_t n, bool on_gpu) const {
+    Bytes out(n);
+    if (!on_gpu) {
+      std::copy(p, p + n, out.begin());
+    } else {
+      EXPECT_EQ(cudaMemcpy(out.data(), p, n, cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return out;
+  }
+  Bytes ReadTarget(const std::byte* p, size_t n) const { return Read(p, n, TargetsOnGpu()); }
+
+  void Scribble(std::byte* slot, size_t n, bool on_gpu) {
+    if (!on_gpu) {
+      std::fill(slot, slot + n, std::byte{0xEE});
+    } else {
+      EXPECT_EQ(cudaMemset(slot, 0xEE, n), cudaSuccess);
+    }
+  }
+
+  Backend backend;
+  std::vector<std::unique_ptr<Bytes>> host;
+  std::vector<void*> device;
+};
+
+std::unique_ptr<ParameterSink> MakeSink(Backend b,
+                                        absl::flat_hash_map<std::string, ParameterTarget> targets,
+                                        Mode mode, LayoutBuilder layout = {}) {
+  std::unique_ptr<ParameterSink> sink =
+      b == Backend::kHost
+          ? std::make_unique<ParameterSink>(NewHostParameterCopier(), std::move(targets), mode,
+                                            std::move(layout))
+          : std::make_unique<ParameterSink>(0, std::move(targets), mode, std::move(layout));
+  sink->SetWriteDevice(b == Backend::kGpu ? 0 : -1);
+  return sink;
+}
+
+// Writes every bucket of `v` as the receiver would: from a landing slot
+// that is scribbled over once the bucket ended (the slot is reused).
+absl::Status Feed(Sink& sink, const Version& v, Memory& mem) {
+  for (size_t g = 0; g < v.buckets.size(); ++g) {
+    std::byte* slot = mem.Slot(v.buckets[g]);
+    for (const auto& [t, seg] : v.manifest.bucket_segments[g]) {
+      if (absl::Status s = sink.Write(t, seg.tensor_offset, slot + seg.bucket_offset, seg.bytes);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s = sink.EndBucket(); !s.ok()) return s;
+    mem.Scribble(slot, v.buckets[g].size(), mem.backend == Backend::kGpu);
+  }
+  return absl::OkStatus();
+}
+
+std::vector<TensorSpec> ThreeTensors() {
+  return {{"a", DType::kBF16, {40, 33}}, {"b", DType::kF32, {10}}, {"c", DType::kU8, {777}}};
+}
+
+TEST(ParameterSinkTest, EveryTensorNeedsATargetOfItsSizeAndEveryTargetATensor) {
+  GlobalManifest m = MakeVersion(ThreeTensors(), 3, 512, 1).manifest;
+  int fake = 0;
+  auto sink = [&](absl::flat_hash_map<std::string, ParameterTarget> t) {
+    return ParameterSink(NewHostParameterCopier(), std::move(t), Mode::kStaged);
+  };
+  ParameterSink missing = sink({{"a", {&fake, 2640}}, {"b", {&fake, 40}}});
+  absl::Status s = missing.Begin(m);
+  ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("'c' has no target"), std::string::npos) << s;
+  ParameterSink wrong = sink({{"a", {&fake, 2640}}, {"b", {&fake, 39}}, {"c", {&fake, 777}}});
+  s = wrong.Begin(m);
+  ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("'b': 40 bytes arrive, its target has 39"), std::string::npos) << s;
+  ParameterSink extra = sink(
+      {{"a", {&fake, 2640}}, {"b", {&fake, 40}}, {"c", {&fake, 777}}, {"d", {&fake, 1}}});
+  s = extra.Begin(m);
+  ASSERT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("target parameter 'd' is not a tensor of version 3"),
+            std::string::npos)
+      << s;
+  // After a failed Begin nothing is written or committed.
+  std::byte byte{};
+  EXPECT_EQ(missing.Write(0, 0, &byte, 1).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(missing.Commit().status().code(), absl::StatusCode::kInternal);
+}
+
+TEST(ParameterSinkTest, GpuTargetsWithoutAGpuAreAFailedPrecondition) {
+  absl::StatusOr<int> gpus = CudaDeviceCount();
+  ASSERT_TRUE(gpus.ok());
+  if (*gpus > 0) GTEST_SKIP() << "a GPU is present";
+  GlobalManifest m = MakeVersion(ThreeTensors(), 3, 512, 1).manifest;
+  int fake = 0;
+  ParameterSink sink(0, {{"a", {&fake, 2640}}, {"b", {&fake, 40}}, {"c", {&fake, 777}}},
+                     Mode::kInPlace);
+  absl::Status s = sink.Begin(m);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("no CUDA device"), std::string::npos) << s;
+}
+
+class ParameterSinkBackendTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() != Backend::kHost) WC_SKIP_WITHOUT_GPU();
+  }
+};
+
+// Three versions into the same targets: commit, then (aborted) a version
+// the group does not commit, then commit again.
+void RunVersions(Backend b, Mode mode) {
+  Memory mem(b);
+  const std::vector<TensorSpec> specs = ThreeTensors();
+  const Version v1 = MakeVersion(specs, 1, 1000, 10);  // 'a' spans three buckets
+  const Version v2 = MakeVersion(specs, 2, 1000, 20);
+  const Version v3 = MakeVersion(specs, 3, 256, 30);
+  absl::flat_hash_map<std::string, ParameterTarget> targets;
+  std::vector<std::byte*> at;
+  for (const TensorSpec& s : specs) {
+    at.push_back(mem.Target(Bytes(s.ByteSize(), std::byte{0x11})));
+    targets[s.name] = ParameterTarget{at.back(), s.ByteSize()};
+  }
+  auto sink = MakeSink(b, targets, mode);
+  auto expect_holds = [&](const Version& v, const char* when) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      EXPECT_EQ(mem.ReadTarget(at[i], specs[i].ByteSize()), v.tensors[i])
+          << specs[i].name << " " << when;
+    }
+  };
+  ASSERT_TRUE(sink->Begin(v1.manifest).ok());
+  ASSERT_TRUE(Feed(*sink, v1, mem).ok());
+  ASSERT_TRUE(sink->Commit().ok());
+  expect_holds(v1, "after version 1");
+  EXPECT_FALSE(sink->dirty());
+
+  ASSERT_TRUE(sink->Begin(v2.manifest).ok());
+  ASSERT_TRUE(Feed(*sink, v2, mem).ok());
+  sink->Abort();  // the group voted it down
+  if (mode == Mode::kStaged) {
+    expect_holds(v1, "after aborted version 2");  // nothing of it reached a parameter
+    EXPECT_FALSE(sink->dirty());
+  } else {
+    EXPECT_TRUE(sink->dirty());
+  }
+
+  ASSERT_TRUE(sink->Begin(v3.manifest).ok());
+  ASSERT_TRUE(Feed(*sink, v3, mem).ok());
+  absl::StatusOr<std::string> where = sink->Commit();
+  ASSERT_TRUE(where.ok()) << where.status();
+  EXPECT_EQ(*where, "version 3 in 3 parameters");
+  expect_holds(v3, "after version 3");
+  EXPECT_FALSE(sink->dirty());
+}
+
+TEST_P(ParameterSinkBackendTest, StagedVersionsAreAllOrNothing) {
+  RunVersions(GetParam(), Mode::kStaged);
+}
+TEST_P(ParameterSinkBackendTest, InPlaceVersionsReportDirtyParametersUntilACommit) {
+  RunVersions(GetParam(), Mode::kInPlace);
+}
+
+TEST_P(ParameterSinkBackendTest, AVersionMissingBytesIsNotCommitted) {
+  Memory mem(GetParam());
+  const Version v = MakeVersion(ThreeTensors(), 4, 1000, 40);
+  absl::flat_hash_map<std::string, ParameterTarget> targets;
+  std::vector<std::byte*> at;
+  for (const ManifestTensor& t : v.manifest.tensors) {
+    at.push_back(mem.Target(Bytes(t.spec.ByteSize(), std::byte{0x22})));
+    targets[t.spec.name] = ParameterTarget{at.back(), t.spec.ByteSize()};
+  }
+  auto sink = MakeSink(GetParam(), targets, Mode::kStaged);
+  ASSERT_TRUE(sink->Begin(v.manifest).ok());
+  // Only the first bucket arrives.
+  std::byte* slot = mem.Slot(v.buckets[0]);
+  for (const auto& [t, seg] : v.manifest.bucket_segments[0]) {
+    ASSERT_TRUE(sink->Write(t, seg.tensor_offset, slot + seg.bucket_offset, seg.bytes).ok());
+  }
+  ASSERT_TRUE(sink->EndBucket().ok());
+  // A segment out of order is refused, naming the tensor.
+  absl::Status s = sink->Write(0, 4, slot, 4);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(s.message().find("tensor 'a': segment [4, +4) out of order"), std::string::npos) << s;
+  absl::StatusOr<std::string> c = sink->Commit();
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("tensor 'a': 1000 of 2640 bytes arrived"),
+            std::string::npos)
+      << c.status();
+  sink->Abort();
+  EXPECT_EQ(mem.ReadTarget(at[0], 2640), Bytes(2640, std::byte{0x22}));
+}
+
+// A Qwen3-MoE style block: 4 experts of gate/up [I, H], down [H, I], plus a
+// norm that passes through; FP8 adds the 128x128 block scales.
+std::vector<TensorSpec> MoeBlock(bool fp8) {
+  constexpr int64_t E = 4, I = 256, H = 136;
+  const DType w = fp8 ? DType::kF8E4M3 : DType::kBF16;
+  const std::string p = "model.layers.0.mlp.experts";
+  std::vector<TensorSpec> specs = {{"model.norm.weight", DType::kBF16, {H}}};
+  for (int e = 0; e < E; ++e) {
+    for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
+      const bool down = std::string(proj) == "down_proj";
+      const std::vector<int64_t> shape = down ? std::vector<int64_t>{H, I}
+                                              : std::vector<int64_t>{I, H};
+      specs.push_back({absl::StrCat(p, ".", e, ".", proj, ".weight"), w, shape});
+      if (fp8) {
+        specs.push_back({absl::StrCat(p, ".", e, ".", proj, ".weight_scale_inv"), DType::kF32,
+                         {(shape[0] + 127) / 128, (shape[1] + 127) / 128}});
+      }
+    }
+  }
+  return specs;
+}
+
+LayoutBuilder QwenVllm(VllmRank rank) {
+  return [rank](const GlobalManifest& m) -> absl::StatusOr<std::vector<OutputTensor>> {
+    std::vector<TensorSpec> specs;
+    for (const ManifestTensor& t : m.tensors) specs.push_back(t.spec);
+    return BuildVllmOutputs(**FindFamily("qwen3_moe"), specs, rank);
+  };
+}
+
+// What the checkpoint path makes of the same buckets: TransformingSink over
+// a sink that keeps every output.
+std::map<std::string, Bytes> ThroughTransformingSink(const Version& v, LayoutBuilder layout) {
+  std::map<std::string, Bytes> got;
+  TensorCallbacks cb;
+  cb.tensor = [&got](const ReceivedTensor& t) {
+    got[t.spec->name] = Bytes(t.data, t.data + t.bytes);
+    return absl::OkStatus();
+  };
+  CallbackSink keep(std::move(cb));
+  TransformingSink sink(&keep, std::move(layout));
+  Memory host(Backend::kHost);
+  EXPECT_TRUE(sink.Begin(v.manifest).ok());
+  EXPECT_TRUE(Feed(sink, v, host).ok());
+  EXPECT_TRUE(sink.Commit().ok());
+  return got;
+}
+
+TEST_P(ParameterSinkBackendTest, VllmLayoutInTheTargetsEqualsTheCheckpointPath) {
+  for (bool fp8 : {false, true}) {
+    for (VllmRank rank : {VllmRank{1, 2, 2, 3}, VllmRank{0, 1, 0, 1}}) {
+      for (Mode mode : {Mode::kStaged, Mode::kInPlace}) {
+        SCOPED_TRACE(absl::StrCat(fp8 ? "fp8" : "bf16", " tp ", rank.tp_rank, "/", rank.tp_size,
+                                  " ep ", rank.ep_rank, "/", rank.ep_size,
+                                  mode == Mode::kStaged ? " staged" : " in place"));
+        // Odd buckets: experts split across them.
+        const Version v = MakeVersion(MoeBlock(fp8), 5, 50'000 + 7, fp8 ? 50 : 60);
+        const std::map<std::string, Bytes> want = ThroughTransformingSink(v, QwenVllm(rank));
+        ASSERT_TRUE(want.count("model.layers.0.mlp.experts.w13_weight"));
+        ASSERT_EQ(want.count("model.layers.0.mlp.experts.w13_weight_scale_inv"), fp8 ? 1u : 0u);
+        Memory mem(GetParam());
+        absl::flat_hash_map<std::string, ParameterTarget> targets;
+        std::map<std::string, std::byte*> at;
+        for (const auto& [name, bytes] : want) {
+          at[name] = mem.Target(Bytes(bytes.size(), std::byte{0x33}));
+          targets[name] = ParameterTarget{at[name], bytes.size()};
+        }
+        auto sink = MakeSink(GetParam(), targets, mode, QwenVllm(rank));
+        ASSERT_TRUE(sink->Begin(v.manifest).ok());
+        ASSERT_TRUE(Feed(*sink, v, mem).ok());
+        absl::StatusOr<std::string> c = sink->Commit();
+        ASSERT_TRUE(c.ok()) << c.status();
+        for (const auto& [name, bytes] : want) {
+          EXPECT_EQ(mem.ReadTarget(at[name], bytes.size()), bytes) << name;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ParameterSinkBackendTest,
+                         ::testing::Values(Backend::kHost, Backend::kGpu, Backend::kGpuFromHost),
+                         [](const auto& info) { return Name(info.param); });
+
+}  // namespace
+}  // namespace weightcast
