@@ -1,6 +1,7 @@
 // The host-memory ParameterCopier.
+#include <algorithm>
 #include <cstring>
-#include <vector>
+#include <memory>
 
 #include "kernels/pack_table.h"
 #include "receiver/parameter_copier.h"
@@ -10,11 +11,12 @@ namespace {
 
 class HostBuffer final : public CopierBuffer {
  public:
-  explicit HostBuffer(uint64_t bytes) : bytes_(bytes) {}
-  std::byte* data() const override { return const_cast<std::byte*>(bytes_.data()); }
+  // Not zero-filled: every byte is written before it is read.
+  explicit HostBuffer(uint64_t bytes) : bytes_(new std::byte[std::max<uint64_t>(bytes, 1)]) {}
+  std::byte* data() const override { return bytes_.get(); }
 
  private:
-  std::vector<std::byte> bytes_;
+  std::unique_ptr<std::byte[]> bytes_;
 };
 
 class HostParameterCopier final : public ParameterCopier {

@@ -66,7 +66,6 @@ void ParameterSink::Reset() {
   written_.clear();
   held_.clear();
   release_.clear();
-  shadow_.reset();
   shadow_offset_.clear();
   staging_used_ = 0;
   table_.clear();
@@ -165,7 +164,9 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
       shadow_offset_[o] = total;
       total += RoundUp(outputs_[o].spec.ByteSize(), 256);
     }
-    if (total > 0) {
+    if (total > shadow_capacity_) {
+      shadow_.reset();
+      shadow_capacity_ = 0;
       absl::StatusOr<std::unique_ptr<CopierBuffer>> shadow = copier_->Allocate(total);
       if (!shadow.ok()) {
         return absl::Status(shadow.status().code(),
@@ -173,6 +174,7 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
                                          " bytes): ", shadow.status().message()));
       }
       shadow_ = *std::move(shadow);
+      shadow_capacity_ = total;
     }
   }
   return absl::OkStatus();

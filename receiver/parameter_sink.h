@@ -13,10 +13,12 @@
 // as one copy-table launch at EndBucket, one wait per bucket.
 //
 // Two modes, because "all of a version or none of it" costs memory:
-// - kStaged: the version is assembled in one shadow arena (allocated at
-//   Begin, freed at the end of the version) and Commit copies it into the
-//   parameters in one launch. Nothing of an aborted version reaches a
-//   parameter. Memory: one more copy of the targets, during an update.
+// - kStaged: the version is assembled in one shadow arena and Commit
+//   copies it into the parameters in one launch. Nothing of an aborted
+//   version reaches a parameter. Memory: one more copy of the targets, made
+//   at the first Begin and kept (an engine must leave that memory free for
+//   every update anyway, and cudaFree would synchronise its whole device
+//   after each one).
 // - kInPlace: outputs are written into the parameters as they arrive. The
 //   engine must hold off serving between its own begin and finalize (the
 //   reload bracket of docs/FORMATS.md); dirty() says whether an aborted
@@ -100,6 +102,7 @@ class ParameterSink final : public Sink {
   std::map<uint32_t, std::unique_ptr<CopierBuffer>> held_;
   std::vector<uint32_t> release_;  // held sources to free once the bucket is done
   std::unique_ptr<CopierBuffer> shadow_;  // kStaged: every output, at shadow_offset_
+  uint64_t shadow_capacity_ = 0;
   std::vector<uint64_t> shadow_offset_;
   // Host buckets staged into device memory (GPU targets on gloo groups).
   std::unique_ptr<CopierBuffer> staging_;

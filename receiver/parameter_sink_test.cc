@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <map>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -19,61 +18,19 @@
 #include "gtest/gtest.h"
 #include "kernels/gpu_device.h"
 #include "receiver/callback_sink.h"
+#include "receiver/test_versions.h"
 #include "receiver/transforming_sink.h"
 
 namespace weightcast {
 namespace {
 
-using Bytes = std::vector<std::byte>;
 using Mode = ParameterSink::Mode;
-
-Bytes Random(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  Bytes b(n);
-  for (auto& x : b) x = static_cast<std::byte>(rng());
-  return b;
-}
-
-// A version: its tensors' bytes, laid into buckets of `bucket_bytes` in
-// order, tensors cut wherever a bucket ends.
-struct Version {
-  GlobalManifest manifest;
-  std::vector<Bytes> tensors;
-  std::vector<Bytes> buckets;
-};
+using testing::Bytes;
+using Version = testing::BucketedVersion;
 
 Version MakeVersion(std::vector<TensorSpec> specs, uint64_t weight_version, uint64_t bucket_bytes,
                     uint32_t seed) {
-  Version v;
-  v.manifest.weight_version = weight_version;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    v.tensors.push_back(Random(specs[i].ByteSize(), seed + static_cast<uint32_t>(i)));
-    v.manifest.tensors.push_back(ManifestTensor{.spec = specs[i]});
-    v.manifest.payload_bytes += specs[i].ByteSize();
-  }
-  for (uint32_t t = 0; t < v.tensors.size(); ++t) {
-    uint64_t done = 0;
-    while (done < v.tensors[t].size()) {
-      if (v.buckets.empty() || v.buckets.back().size() == bucket_bytes) {
-        v.buckets.emplace_back();
-        v.manifest.buckets.push_back(GlobalBucket{});
-        v.manifest.bucket_segments.emplace_back();
-      }
-      Bytes& b = v.buckets.back();
-      const uint64_t n = std::min<uint64_t>(bucket_bytes - b.size(), v.tensors[t].size() - done);
-      Segment seg;
-      seg.tensor = t;
-      seg.bucket = static_cast<uint32_t>(v.buckets.size() - 1);
-      seg.bucket_offset = b.size();
-      seg.tensor_offset = done;
-      seg.bytes = n;
-      v.manifest.bucket_segments.back().push_back({t, seg});
-      b.insert(b.end(), v.tensors[t].begin() + done, v.tensors[t].begin() + done + n);
-      v.manifest.buckets.back().bytes = b.size();
-      done += n;
-    }
-  }
-  return v;
+  return testing::MakeBucketedVersion(specs, weight_version, bucket_bytes, seed);
 }
 
 enum class Backend { kHost, kGpu, kGpuFromHost };
