@@ -20,7 +20,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "formats/families.h"
 #include "kernels/gpu_device.h"
 #include "receiver/parameter_sink.h"
 #include "receiver/test_versions.h"
@@ -61,13 +60,7 @@ std::vector<TensorSpec> Model(const Options& o) {
   return specs;
 }
 
-LayoutBuilder Vllm(VllmRank rank) {
-  return [rank](const GlobalManifest& m) -> absl::StatusOr<std::vector<OutputTensor>> {
-    std::vector<TensorSpec> specs;
-    for (const ManifestTensor& t : m.tensors) specs.push_back(t.spec);
-    return BuildVllmOutputs(**FindFamily("qwen3_moe"), specs, rank);
-  };
-}
+LayoutBuilder Vllm(VllmRank rank) { return VllmLayoutBuilder("qwen3_moe", rank); }
 
 double Seconds(const std::function<void()>& fn, int reps) {
   fn();  // warm-up (allocations, first touch)

@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "formats/families.h"
 #include "gtest/gtest.h"
 #include "kernels/gpu_device.h"
 #include "receiver/callback_sink.h"
@@ -270,13 +269,7 @@ std::vector<TensorSpec> MoeBlock(bool fp8) {
   return specs;
 }
 
-LayoutBuilder QwenVllm(VllmRank rank) {
-  return [rank](const GlobalManifest& m) -> absl::StatusOr<std::vector<OutputTensor>> {
-    std::vector<TensorSpec> specs;
-    for (const ManifestTensor& t : m.tensors) specs.push_back(t.spec);
-    return BuildVllmOutputs(**FindFamily("qwen3_moe"), specs, rank);
-  };
-}
+LayoutBuilder QwenVllm(VllmRank rank) { return VllmLayoutBuilder("qwen3_moe", rank); }
 
 // What the checkpoint path makes of the same buckets: TransformingSink over
 // a sink that keeps every output.

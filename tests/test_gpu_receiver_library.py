@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from weightcast_testing.cluster import REPO
+from weightcast_testing.engines import BracketEngine
 from weightcast_testing.modelgen import values
 
 torch = pytest.importorskip("torch")
@@ -52,20 +53,6 @@ def mismatches(params, model, version):
             if raw_bytes(params[name]) != values(name, dtype, shape, version).tobytes()]
 
 
-class Engine:
-    def __init__(self):
-        self.calls = []
-
-    def begin_update(self, version, config_json):
-        self.calls.append(("begin", version))
-
-    def finish_update(self, version):
-        self.calls.append(("finish", version))
-
-    def abort_update(self, version):
-        self.calls.append(("abort", version))
-
-
 def in_thread(fn, n):
     results = []
 
@@ -91,7 +78,7 @@ def test_gloo_versions_land_in_torch_parameters(make_cluster, lib, staged):
     targets = ParameterTargets(device=0, staged=staged, lib_path=lib)
     targets.add_torch(params)
     receiver = Receiver(f"127.0.0.1:{c.port}", rank=2, token=c.token, timeout_s=30, lib_path=lib)
-    engine = Engine()
+    engine = BracketEngine()
     adapter = EngineAdapter(receiver, engine)
     c.register()
     seen = {}

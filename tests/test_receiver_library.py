@@ -11,6 +11,7 @@ import pytest
 
 from weightcast_receiver import EngineAdapter, ParameterTargets, Receiver, ReceiveStatus
 from weightcast_receiver.client import DEFAULT_LIB
+from weightcast_testing.engines import BracketEngine
 from weightcast_testing.modelgen import MoeModelSpec, values
 
 
@@ -160,23 +161,6 @@ def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
         host.add_numpy({"v": np.zeros((4, 4))[:, 1]})
     host.add_numpy({"v": np.zeros((4, 4))})
     assert len(host) == 1
-
-
-class BracketEngine:
-    def __init__(self):
-        self.calls = []
-
-    def load_weights(self, chunk):
-        self.calls.append(("load", len(chunk)))
-
-    def begin_update(self, version, config_json):
-        self.calls.append(("begin", version))
-
-    def finish_update(self, version):
-        self.calls.append(("finish", version))
-
-    def abort_update(self, version):
-        self.calls.append(("abort", version))
 
 
 def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usable(
