@@ -166,11 +166,10 @@ def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
 def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usable(
         make_cluster, lib):
     """Rank 2 embeds the library with parameter targets. Version 1: one
-    tensor has no target; version 2: all targets fit but there is no GPU to
-    copy into (on a GPU machine: fake pointers are never reached, since the
-    missing target is checked first, so version 2 runs only here). Each is
-    refused by name, aborted for the whole group (rank 1 publishes nothing),
-    the engine sees begin/abort, and version 3 commits everywhere."""
+    tensor has no target; version 2: one target is a byte short. (The
+    pointers are fake: both are refused before any copy, on any machine.)
+    Each is refused by name, aborted for the whole group (rank 1 publishes
+    nothing), the engine sees begin/abort, and version 3 commits everywhere."""
     c = make_cluster(num_senders=1, num_receivers=2)
     c.parts = c.model.split(1)
     c.start_daemons()
@@ -181,10 +180,11 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
     adapter = EngineAdapter(receiver, engine)
     tensors = c.model.tensors()
     missing = ParameterTargets(device=0, lib_path=lib)
-    complete = ParameterTargets(device=0, lib_path=lib)
+    short = ParameterTargets(device=0, lib_path=lib)
+    last = len(tensors) - 1
     for i, (name, dtype, shape) in enumerate(tensors):
         nbytes = int(np.prod(shape)) * (2 if dtype == "BF16" else 4)
-        complete.add(name, 0x10000 * (i + 1), nbytes)  # never dereferenced
+        short.add(name, 0x10000 * (i + 1), nbytes - (i == last))  # never dereferenced
         if i > 0:
             missing.add(name, 0x10000 * (i + 1), nbytes)
     other_device = ParameterTargets(device=1, lib_path=lib)
@@ -196,7 +196,7 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
 
     def run():
         results.append(adapter.poll_into(missing, wait_s=30))
-        results.append(adapter.poll_into(complete, wait_s=30))
+        results.append(adapter.poll_into(short, wait_s=30))
         results.append(adapter.poll(wait_s=30))
 
     t = threading.Thread(target=run)
@@ -211,7 +211,10 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
                                            ReceiveStatus.COMMITTED], [r.message for r in results]
     first = tensors[0][0]
     assert f"tensor '{first}' has no target parameter on this rank" in results[0].message
-    assert "no CUDA device" in results[1].message
+    name, dtype, shape = tensors[last]
+    nbytes = int(np.prod(shape)) * (2 if dtype == "BF16" else 4)
+    assert f"tensor '{name}': {nbytes} bytes arrive, its target has {nbytes - 1}" in \
+        results[1].message
     assert not results[0].dirty and not results[1].dirty
     assert [x for x in engine.calls if x[0] != "load"] == [
         ("begin", 1), ("abort", 1), ("begin", 2), ("abort", 2), ("begin", 3), ("finish", 3)]
