@@ -3,8 +3,8 @@
 // network: for converting offline, and for validating the formats against
 // transformers (tests/golden/validate.py).
 //
-//   weightcast-convert --in STATE_DICT_DIR --out ROOT --version 1 \
-//       --source-layout fused [--quantization fp8-block]
+//   weightcast-convert --in STATE_DICT_DIR --out ROOT --version 1
+//       --source-layout fused [--quantization fp8-block]   (one command line)
 // writes ROOT/step_1. Exit codes: 0 ok, 1 conversion failed, 2 bad usage.
 #include <cstdio>
 #include <fstream>
