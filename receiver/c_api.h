@@ -22,7 +22,8 @@
  *   rc = wc_receiver_next_into(r, t, &bracket, 5.0, &v, &dirty, err, sizeof err);
  *
  * Threading: one thread calls wc_receiver_next / wc_receiver_next_into;
- * wc_receiver_stop may be called from any thread. Callbacks run on a thread
+ * wc_receiver_stop may be called from any thread; a wc_targets is not
+ * changed (add, layout, destroy) while wc_receiver_next_into uses it. Callbacks run on a thread
  * of the receiver, one at a time; tensor data is valid only during the
  * tensor callback. */
 #ifndef WEIGHTCAST_RECEIVER_C_API_H_
