@@ -35,6 +35,15 @@ OutputTensor CopyOf(const TensorSpec& source, uint32_t index) {
   return out;
 }
 
+bool IsWholeCopy(const OutputTensor& out, std::span<const TensorSpec> sources) {
+  if (out.quant != QuantKind::kNone || out.pieces.size() != 1) return false;
+  const Piece& p = out.pieces[0];
+  if (p.source >= sources.size()) return false;
+  const TensorSpec& source = sources[p.source];
+  return p.src_offset == 0 && !p.transpose && p.NumElements() == source.NumElements() &&
+         (p.rows <= 1 || p.src_row_stride == p.cols) && out.spec.ByteSize() == source.ByteSize();
+}
+
 absl::Status ValidateOutputTensor(const OutputTensor& out,
                                   std::span<const TensorSpec> sources) {
   const std::string& name = out.spec.name;

@@ -89,6 +89,11 @@ struct HostSource {
 // Output that is a plain copy of the whole of source `index`.
 [[nodiscard]] OutputTensor CopyOf(const TensorSpec& source, uint32_t index);
 
+// True when `out` is exactly one of `sources`, byte for byte (a plain copy
+// of the whole of one source, however its piece is spelled): receivers pass
+// such outputs through segment by segment instead of assembling them.
+[[nodiscard]] bool IsWholeCopy(const OutputTensor& out, std::span<const TensorSpec> sources);
+
 // Checks that the pieces stay inside their sources, have one source dtype,
 // that the element count matches spec, and the FP8 fields are coherent.
 // INVALID_ARGUMENT naming the output tensor.

@@ -27,16 +27,6 @@ CopyEntry ByteCopy(std::byte* dst, const std::byte* src, uint64_t n) {
   return e;
 }
 
-// Output `out` is source `s` as it is (the case of every tensor without a
-// layout, and of the pass-through tensors of one).
-bool IsWholeCopy(const OutputTensor& out, const TensorSpec& source) {
-  return out.quant == QuantKind::kNone && out.pieces.size() == 1 &&
-         out.pieces[0].src_offset == 0 && !out.pieces[0].transpose &&
-         out.pieces[0].NumElements() == source.NumElements() &&
-         out.spec.ByteSize() == source.ByteSize() &&
-         (out.pieces[0].rows <= 1 || out.pieces[0].src_row_stride == out.pieces[0].cols);
-}
-
 }  // namespace
 
 ParameterSink::ParameterSink(int device, absl::flat_hash_map<std::string, ParameterTarget> targets,
@@ -131,7 +121,7 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
   for (size_t o = 0; o < outputs_.size(); ++o) {
     const OutputTensor& out = outputs_[o];
     if (out.spec.ByteSize() == 0) continue;  // nothing to write
-    if (IsWholeCopy(out, received[out.pieces[0].source]) && direct_[out.pieces[0].source] < 0) {
+    if (IsWholeCopy(out, received) && direct_[out.pieces[0].source] < 0) {
       direct_[out.pieces[0].source] = static_cast<int64_t>(o);
       continue;
     }

@@ -27,12 +27,7 @@ absl::Status TransformingSink::Begin(const GlobalManifest& manifest) {
     const OutputTensor& out = outputs_[o];
     derived_.tensors.push_back(ManifestTensor{.spec = out.spec});
     derived_.payload_bytes += out.spec.ByteSize();
-    const bool whole_copy =
-        out.quant == QuantKind::kNone && out.pieces.size() == 1 &&
-        out.pieces[0].src_offset == 0 && !out.pieces[0].transpose &&
-        out.pieces[0].NumElements() == received_[out.pieces[0].source].NumElements() &&
-        out.spec.ByteSize() == received_[out.pieces[0].source].ByteSize();
-    if (whole_copy && direct_[out.pieces[0].source] < 0) {
+    if (IsWholeCopy(out, received_) && direct_[out.pieces[0].source] < 0) {
       direct_[out.pieces[0].source] = static_cast<int64_t>(o);
       continue;
     }
