@@ -1,43 +1,42 @@
 #include "receiver/callback_sink.h"
 
-#include <cuda_runtime_api.h>
-
-#include <cstring>
-
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kernels/cuda_check.h"
 
 namespace weightcast {
 
 absl::Status CallbackSink::Begin(const GlobalManifest& manifest) {
+  if (copier_ != nullptr) (void)copier_->Wait();  // before buffers are freed
   manifest_ = &manifest;
   partial_.clear();
   delivered_ = 0;
   return cb_.begin ? cb_.begin(manifest.weight_version, manifest) : absl::OkStatus();
 }
 
+CallbackSink::~CallbackSink() {
+  if (copier_ != nullptr) (void)copier_->Wait();
+}
+
 absl::Status CallbackSink::Append(const TensorSpec& spec, Partial& p, const std::byte* data,
                                   uint64_t bytes) {
-  if (write_device_ < 0) {
-    if (p.host.empty()) p.host.resize(spec.ByteSize());
-    std::memcpy(p.host.data() + p.have, data, bytes);
-    return absl::OkStatus();
+  if (copier_ == nullptr || copier_->device() != write_device_) {
+    if (copier_ != nullptr) RETURN_IF_ERROR(copier_->Wait());
+    if (write_device_ < 0) {
+      copier_ = NewHostParameterCopier();
+    } else {
+      ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(write_device_));
+    }
   }
-  if (!stream_.has_value()) {
-    ASSIGN_OR_RETURN(CudaStream s, CudaStream::Create(write_device_, "device tensor assembly"));
-    stream_.emplace(std::move(s));
+  if (p.buffer == nullptr) {
+    absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(spec.ByteSize());
+    if (!b.ok()) {
+      return absl::Status(b.status().code(),
+                          absl::StrCat("tensor '", spec.name, "': ", b.status().message()));
+    }
+    p.buffer = *std::move(b);
   }
-  RETURN_IF_CUDA_ERROR(cudaSetDevice(write_device_), "tensor '", spec.name, "'");
-  if (p.have == 0) {
-    absl::Status s = p.device.Reserve(spec.ByteSize(), write_device_);
-    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("tensor '", spec.name, "': ", s.message()));
-  }
-  RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(p.device.data() + p.have, data, bytes,
-                                       cudaMemcpyDeviceToDevice, stream_->get()),
-                       "tensor '", spec.name, "'");
-  // Split tensors are the few larger than a bucket: wait per segment.
-  RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_->get()), "tensor '", spec.name, "'");
+  absl::Status s = copier_->Copy(p.buffer->data() + p.have, data, bytes);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("tensor '", spec.name, "': ", s.message()));
   return absl::OkStatus();
 }
 
@@ -59,11 +58,16 @@ absl::Status CallbackSink::Write(uint32_t tensor, uint64_t offset, const std::by
   RETURN_IF_ERROR(Append(t.spec, p, data, bytes));
   p.have += bytes;
   if (p.have < total) return absl::OkStatus();
-  const std::byte* whole = write_device_ < 0 ? p.host.data() : p.device.data();
-  absl::Status s = cb_.tensor(ReceivedTensor{&t.spec, whole, total, write_device_});
+  RETURN_IF_ERROR(copier_->Wait());  // the callback reads the whole tensor
+  absl::Status s = cb_.tensor(ReceivedTensor{&t.spec, p.buffer->data(), total, write_device_});
   partial_.erase(tensor);
   ++delivered_;
   return s;
+}
+
+absl::Status CallbackSink::EndBucket() {
+  // The bucket's slot is reused: the copies out of it must be done.
+  return copier_ == nullptr ? absl::OkStatus() : copier_->Wait();
 }
 
 absl::StatusOr<std::string> CallbackSink::Commit() {
@@ -96,6 +100,7 @@ void CallbackSink::Abort() {
   if (manifest_ == nullptr) return;
   const uint64_t version = manifest_->weight_version;
   manifest_ = nullptr;
+  if (copier_ != nullptr) (void)copier_->Wait();  // before buffers are freed
   partial_.clear();
   if (cb_.abort) cb_.abort(version);
 }

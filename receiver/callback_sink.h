@@ -17,11 +17,10 @@
 
 #include <functional>
 #include <map>
-#include <optional>
+#include <memory>
 #include <string>
-#include <vector>
 
-#include "kernels/cuda_buffer.h"
+#include "receiver/parameter_copier.h"
 #include "receiver/sink.h"
 
 namespace weightcast {
@@ -49,32 +48,35 @@ class CallbackSink final : public Sink {
   explicit CallbackSink(TensorCallbacks callbacks, bool device_tensors = false)
       : cb_(std::move(callbacks)), device_tensors_(device_tensors) {}
 
+  ~CallbackSink() override;
+
   bool TakesDeviceMemory() const override { return device_tensors_; }
   void SetWriteDevice(int device) override { write_device_ = device; }
   absl::Status Begin(const GlobalManifest& manifest) override;
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
+  absl::Status EndBucket() override;
   absl::StatusOr<std::string> Commit() override;
   void Abort() override;
 
  private:
   struct Partial {
     uint64_t have = 0;
-    std::vector<std::byte> host;
-    DeviceBuffer device;  // when the segments arrive in device memory
+    std::unique_ptr<CopierBuffer> buffer;  // in the memory the segments arrive in
   };
-  // Appends one segment to a split tensor in `p` (host or device memory).
+  // Appends one segment to a split tensor in `p`.
   absl::Status Append(const TensorSpec& spec, Partial& p, const std::byte* data, uint64_t bytes);
 
   TensorCallbacks cb_;
   const bool device_tensors_;
   int write_device_ = -1;
   const GlobalManifest* manifest_ = nullptr;
+  // Assembles split tensors in write_device_'s memory; made on first use.
+  // Before partial_, so it outlives the buffers.
+  std::unique_ptr<ParameterCopier> copier_;
   // Split tensors being assembled, by manifest index.
   std::map<uint32_t, Partial> partial_;
   uint64_t delivered_ = 0;
-  // For device assembly; made on first use, last so copies end first.
-  std::optional<CudaStream> stream_;
 };
 
 }  // namespace weightcast
