@@ -43,9 +43,10 @@ absl::Status FromRc(int rc, const char* what) {
   return absl::InternalError(absl::StrCat(what, " callback returned ", rc));
 }
 
-// The engine's begin / commit / abort around a sink that writes the tensors
-// itself: begin before the first byte, commit after the sink published,
-// abort exactly once for a version that was begun and not committed.
+// The engine's begin / commit / abort around the sink that takes the
+// tensors (a CallbackSink, or a ParameterSink writing them itself): begin
+// before the first byte, commit after the sink published, abort exactly once
+// for a version that was begun and not committed.
 class BracketedSink final : public weightcast::Sink {
  public:
   BracketedSink(weightcast::Sink& inner, const wc_callbacks* cb) : inner_(inner), cb_(cb) {}
@@ -186,27 +187,15 @@ int wc_receiver_next(wc_receiver* r, const wc_callbacks* cb, double wait_s, uint
     return WC_ERROR;
   }
   weightcast::TensorCallbacks callbacks;
-  callbacks.begin = [cb](uint64_t v, const weightcast::GlobalManifest& m) {
-    if (cb->begin == nullptr) return absl::OkStatus();
-    return FromRc(cb->begin(cb->user, v, m.tensors.size(), m.config_json.c_str()), "begin");
-  };
   callbacks.tensor = [cb](const weightcast::ReceivedTensor& t) {
     const std::string dtype(weightcast::DTypeName(t.spec->dtype));
     wc_tensor ct{t.spec->name.c_str(), dtype.c_str(), static_cast<int32_t>(t.spec->shape.size()),
                  t.spec->shape.data(), t.data, t.bytes, t.device};
     return FromRc(cb->tensor(cb->user, &ct), absl::StrCat("tensor '", t.spec->name, "'").c_str());
   };
-  callbacks.commit = [cb](uint64_t v) -> absl::StatusOr<std::string> {
-    if (cb->commit != nullptr) {
-      absl::Status s = FromRc(cb->commit(cb->user, v), "commit");
-      if (!s.ok()) return s;
-    }
-    return absl::StrCat("version ", v);
-  };
-  callbacks.abort = [cb](uint64_t v) {
-    if (cb->abort != nullptr) cb->abort(cb->user, v);
-  };
-  weightcast::CallbackSink sink(std::move(callbacks), r->device_tensors);
+  // begin / commit / abort: the same bracket as wc_receiver_next_into.
+  weightcast::CallbackSink tensors(std::move(callbacks), r->device_tensors);
+  BracketedSink sink(tensors, cb);
   return RunNext(r, sink, wait_s, version, err, err_len);
 }
 
