@@ -34,8 +34,9 @@ namespace weightcast {
 // appends the entries that write every piece of `out` reading `source`
 // (whose element 0 is at `source_addr`) to its place in a dense copy of the
 // whole output at `dst`. Running it for each of the output's sources, in any
-// order, gives BuildPackTable's bytes for the whole output.
-// INVALID_ARGUMENT / UNIMPLEMENTED as BuildPackTable.
+// order, gives BuildPackTable's bytes for the whole output. Errors are
+// BuildPackTable's: INVALID_ARGUMENT naming the tensor, and UNIMPLEMENTED for
+// FP8 outputs (receivers only move bytes that are already quantized).
 [[nodiscard]] absl::Status BuildPackTableForSource(const OutputTensor& out, uint32_t source,
                                                    uint64_t source_addr, uint64_t dst,
                                                    std::vector<CopyEntry>* table);
