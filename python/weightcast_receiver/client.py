@@ -41,15 +41,6 @@ _NUMPY = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32
 
 API_VERSION = 2  # receiver/c_api.h WC_RECEIVER_API_VERSION
 
-# __cuda_array_interface__ type strings of the raw-byte holders above.
-_TYPESTR = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "I32": "<i4", "I64": "<i8",
-            "F16": "<f2", "BF16": "<u2", "F32": "<f4", "F64": "<f8", "F8_E4M3": "|u1",
-            "F8_E5M2": "|u1"}
-# torch dtype attribute per safetensors name.
-_TORCH = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "I32": "int32",
-          "I64": "int64", "F16": "float16", "BF16": "bfloat16", "F32": "float32",
-          "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
-
 TARGETS_STAGED = 0
 TARGETS_IN_PLACE = 1
 
@@ -114,14 +105,17 @@ class DeviceTensor:
     @property
     def __cuda_array_interface__(self) -> dict:
         # BF16 and FP8 as their bit patterns (u2, u1), like the numpy arrays.
-        return {"shape": self.shape, "typestr": _TYPESTR[self.dtype],
+        return {"shape": self.shape, "typestr": np.dtype(_NUMPY[self.dtype]).str,
                 "data": (self.ptr or 0, True), "version": 3, "strides": None}
 
     def torch(self):
         """A torch tensor of the right dtype over the same device memory."""
         import torch  # noqa: PLC0415 - only where a GPU consumer has it
 
-        want = getattr(torch, _TORCH[self.dtype])
+        from weightcast_trainer.cuda_ipc import SAFETENSORS_DTYPES  # noqa: PLC0415
+
+        torch_name = {v: k for k, v in SAFETENSORS_DTYPES.items()}[self.dtype]
+        want = getattr(torch, torch_name)
         if self.nbytes == 0:
             return torch.empty(self.shape, dtype=want, device=f"cuda:{self.device}")
         # Through bytes: every torch has uint8 (not every one uint16).
@@ -425,11 +419,10 @@ class EngineAdapter:
                 import torch  # noqa: PLC0415 - device tensors imply a torch engine
 
                 torch.cuda.current_stream(view.device).synchronize()
-                chunk.append((name, dtype, kept))
-                size[0] += arr.nbytes
             else:
-                chunk.append((name, dtype, arr.copy()))
-                size[0] += arr.nbytes
+                kept = arr.copy()
+            chunk.append((name, dtype, kept))
+            size[0] += arr.nbytes
             if size[0] >= self.chunk_bytes:
                 flush()
 
