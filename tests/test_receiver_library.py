@@ -3,6 +3,7 @@ inference engine embeds it: one begin/finish bracket per version however
 many chunks the tensors arrive in, and abort instead of finish when the
 group aborts."""
 
+import ctypes
 import os
 import threading
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from weightcast_receiver import EngineAdapter, ParameterTargets, Receiver, ReceiveStatus
-from weightcast_receiver.client import DEFAULT_LIB
+from weightcast_receiver.client import DEFAULT_LIB, _load
 from weightcast_testing.engines import BracketEngine
 from weightcast_testing.modelgen import MoeModelSpec, values
 
@@ -154,6 +155,11 @@ def test_parameter_targets_refuse_bad_input_naming_the_tensor(lib):
     with pytest.raises(ValueError, match="numpy arrays are host memory"):
         t.add_numpy({"x": np.zeros(3)})
     t.close()
+    # The C API refuses a mode the binding never sends.
+    c_lib = _load(lib)
+    err = ctypes.create_string_buffer(256)
+    assert not c_lib.wc_targets_create(0, 7, err, len(err))
+    assert b"mode 7: expected WC_TARGETS_STAGED (0) or WC_TARGETS_IN_PLACE (1)" in err.value
     host = ParameterTargets(device=-1, lib_path=lib)
     with pytest.raises(ValueError, match="tensor 'h': CUDA IPC targets need targets on a GPU"):
         host.add_ipc("h", b"x" * 64, 1024, 0, 8)
@@ -187,6 +193,8 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
         short.add(name, 0x10000 * (i + 1), nbytes - (i == last))  # never dereferenced
         if i > 0:
             missing.add(name, 0x10000 * (i + 1), nbytes)
+    r = receiver.next(None, lambda *a: None, None, None, wait_s=-1)
+    assert r.status == ReceiveStatus.ERROR and "wait_s must be >= 0" in r.message
     other_device = ParameterTargets(device=1, lib_path=lib)
     r = receiver.next_into(other_device, wait_s=0)
     assert r.status == ReceiveStatus.ERROR
