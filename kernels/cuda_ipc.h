@@ -1,6 +1,6 @@
 // Sender-side CUDA IPC sources: the trainer process hands the daemon a
 // cudaIpcMemHandle_t (64 bytes) per allocation and each tensor's offset in
-// it (python/weightcast_trainer/cuda_ipc.py makes them); the daemon maps
+// it (python/weightcast/cuda_ipc.py makes them); the daemon maps
 // each allocation once and keeps it mapped across updates.
 //
 //   IpcAllocationCache cache(/*device=*/0);

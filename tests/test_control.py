@@ -3,7 +3,7 @@ gets a clear error naming what is wrong, and the daemon stays usable."""
 
 import json
 
-from weightcast_trainer.shm import ShmTensorFile
+from weightcast.shm import ShmTensorFile
 
 
 def test_update_before_init_is_a_failed_precondition(make_cluster):
@@ -184,7 +184,7 @@ def test_cuda_ipc_descriptors_from_the_trainer_helper(make_cluster, tmp_path):
     """The trainer helper's document (proto3 JSON, base64 handles) goes
     through weightcastctl; the daemon validates it by name, and an update
     over gloo refuses GPU memory before anything is announced."""
-    from weightcast_trainer.cuda_ipc import descriptors_document
+    from weightcast.cuda_ipc import descriptors_document
 
     c = make_cluster(num_senders=1, num_receivers=1)
     c.start_daemons()

@@ -5,7 +5,7 @@ import ml_dtypes
 import numpy as np
 
 from weightcast_testing.modelgen import values
-from weightcast_trainer.shm import float32_from_bf16
+from weightcast.shm import float32_from_bf16
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -9,37 +9,13 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
-from weightcast_receiver import EngineAdapter, ParameterTargets, Receiver, ReceiveStatus
-from weightcast_receiver.client import DEFAULT_LIB, _load
-from weightcast_testing.engines import BracketEngine
+from weightcast.receiver import (EngineAdapter, ParameterTargets, Receiver, ReceiveStatus,
+                                 VersionStager)
+from weightcast.receiver import DEFAULT_LIB, _load
+from weightcast_testing.engines import BracketEngine, RecordingEngine
 from weightcast_testing.modelgen import MoeModelSpec, values
-
-
-class RecordingEngine:
-    """Stands in for a vLLM worker: records the reload bracket."""
-
-    def __init__(self):
-        self.calls = []
-        self.weights = {}
-        self.staged = {}
-
-    def begin_update(self, version, config_json):
-        self.calls.append(("begin", version))
-        self.staged = {}
-
-    def load_weights(self, chunk):
-        self.calls.append(("load", len(chunk)))
-        for name, dtype, arr in chunk:
-            self.staged[name] = (dtype, arr)
-
-    def finish_update(self, version):
-        self.calls.append(("finish", version))
-        self.weights = self.staged
-
-    def abort_update(self, version):
-        self.calls.append(("abort", version))
-        self.staged = {}
 
 
 @pytest.fixture
@@ -49,23 +25,33 @@ def lib():
     return DEFAULT_LIB
 
 
-def run_in_thread(adapter, results):
+def run_in_thread(adapter, results, versions=2):
     def run():
-        for _ in range(2):
+        for _ in range(versions):
             results.append(adapter.poll(wait_s=30))
     t = threading.Thread(target=run)
     t.start()
     return t
 
 
-def test_engine_gets_one_bracket_per_version_and_exact_bytes(make_cluster, lib):
-    c = make_cluster(num_senders=1, num_receivers=1)
+def raw(tensor) -> np.ndarray:
+    """A torch tensor's bytes as the generator's raw numpy holder."""
+    return tensor.contiguous().view(-1).view(torch.uint8).numpy()
+
+
+def start_one_sender(c, lib, rank, engine, **adapter_args):
     c.parts = c.model.split(1)
     c.start_daemons()
     assert c.init(0).rc == 0
+    receiver = Receiver(f"127.0.0.1:{c.port}", rank=rank, token=c.token, timeout_s=10,
+                        lib_path=lib)
+    return receiver, EngineAdapter(receiver, engine, **adapter_args)
+
+
+def test_engine_gets_one_bracket_per_version_and_exact_bytes(make_cluster, lib):
+    c = make_cluster(num_senders=1, num_receivers=1)
     engine = RecordingEngine()
-    receiver = Receiver(f"127.0.0.1:{c.port}", rank=1, token=c.token, timeout_s=10, lib_path=lib)
-    adapter = EngineAdapter(receiver, engine, chunk_bytes=64 << 10)
+    receiver, adapter = start_one_sender(c, lib, 1, engine, chunk_bytes=64 << 10)
     c.register()
     results = []
     t = run_in_thread(adapter, results)
@@ -76,43 +62,74 @@ def test_engine_gets_one_bracket_per_version_and_exact_bytes(make_cluster, lib):
     receiver.close()
     assert [r.status for r in results] == [ReceiveStatus.COMMITTED] * 2
     assert [r.version for r in results] == [1, 2]
-    brackets = [x for x in engine.calls if x[0] != "load"]
-    assert brackets == [("begin", 1), ("finish", 1), ("begin", 2), ("finish", 2)]
+    assert engine.brackets() == [("begin", 1), ("finish", 1), ("begin", 2), ("finish", 2)]
     loads = [x for x in engine.calls if x[0] == "load"]
     assert len(loads) > 2, "several chunks per version, still one bracket"
     assert set(engine.weights) == {n for n, _, _ in c.model.tensors()}
     for name, dtype, shape in c.model.tensors():
-        got_dtype, arr = engine.weights[name]
-        assert got_dtype == dtype and arr.shape == tuple(shape)
-        assert np.array_equal(arr, values(name, dtype, shape, 2)), name
+        t = engine.weights[name]
+        assert isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16, name
+        assert tuple(t.shape) == tuple(shape), name
+        assert raw(t).tobytes() == values(name, dtype, shape, 2).tobytes(), name
 
 
-def test_engine_aborts_a_version_the_group_aborts(make_cluster, lib):
+def test_nothing_of_a_version_the_group_aborts_reaches_the_engine(make_cluster, lib):
     c = make_cluster(num_senders=1, num_receivers=2)
-    c.parts = c.model.split(1)
     # Rank 1 (weightcast-recv) corrupts version 2; the Python rank 2 must abort it.
     c.recv_args = {1: ["--test-corrupt-bucket", "0", "--test-fault-version", "2"]}
-    c.start_daemons()
-    assert c.init(0).rc == 0
-    c.start_receiver(1)
     engine = RecordingEngine()
-    receiver = Receiver(f"127.0.0.1:{c.port}", rank=2, token=c.token, timeout_s=10, lib_path=lib)
-    adapter = EngineAdapter(receiver, engine)
+    receiver, adapter = start_one_sender(c, lib, 2, engine, chunk_bytes=64 << 10)
+    c.start_receiver(1)
     c.register()
     results = []
-    t = run_in_thread(adapter, results)
-    for v in (1, 2):
+    t = run_in_thread(adapter, results, versions=3)
+    for v in (1, 2, 3):
         c.write_version(v)
         res = c.update(v)
-        assert [r.rc for r in res] == ([0] if v == 1 else [1]), [r.out + r.err for r in res]
+        assert [r.rc for r in res] == ([1] if v == 2 else [0]), [r.out + r.err for r in res]
     t.join(timeout=60)
     receiver.close()
-    assert [r.status for r in results] == [ReceiveStatus.COMMITTED, ReceiveStatus.ABORTED]
+    assert [r.status for r in results] == [ReceiveStatus.COMMITTED, ReceiveStatus.ABORTED,
+                                           ReceiveStatus.COMMITTED]
     assert "checksum mismatch" in results[1].message or "voted" in results[1].message
-    brackets = [x for x in engine.calls if x[0] != "load"]
-    assert brackets == [("begin", 1), ("finish", 1), ("begin", 2), ("abort", 2)]
+    # Staged: no begin, no load of version 2 (the group voted it down first).
+    assert engine.brackets() == [("begin", 1), ("finish", 1), ("begin", 3), ("finish", 3)]
     name, dtype, shape = c.model.tensors()[0]
-    assert np.array_equal(engine.weights[name][1], values(name, dtype, shape, 1))
+    assert raw(engine.weights[name]).tobytes() == values(name, dtype, shape, 3).tobytes()
+
+
+def test_streaming_loads_before_the_vote_and_reports_the_engine_dirty(make_cluster, lib):
+    c = make_cluster(num_senders=1, num_receivers=2)
+    # Rank 1 corrupts version 2; rank 2 receives all of it intact, streams
+    # it into the engine, and learns at the vote that it is not a version.
+    c.recv_args = {1: ["--test-corrupt-bucket", "0", "--test-fault-version", "2"]}
+    engine = RecordingEngine()
+    receiver, adapter = start_one_sender(c, lib, 2, engine, chunk_bytes=16 << 10,
+                                         streaming=True, stager=VersionStager(reuse=False))
+    c.start_receiver(1)
+    c.register()
+    results = []
+    t = run_in_thread(adapter, results, versions=3)
+    for v in (1, 2, 3):
+        c.write_version(v)
+        c.update(v)
+    t.join(timeout=60)
+    receiver.close()
+    assert [(r.status, r.dirty) for r in results] == [
+        (ReceiveStatus.COMMITTED, False), (ReceiveStatus.ABORTED, True),
+        (ReceiveStatus.COMMITTED, False)]
+    brackets = engine.brackets()
+    assert brackets == [("begin", 1), ("finish", 1), ("begin", 2), ("abort", 2, True),
+                        ("begin", 3), ("finish", 3)]
+    v2 = engine.calls[engine.calls.index(("begin", 2)):engine.calls.index(("abort", 2, True))]
+    assert any(x[0] == "load" for x in v2), "streamed: chunks before the vote"
+    name, dtype, shape = c.model.tensors()[-1]
+    assert raw(engine.weights[name]).tobytes() == values(name, dtype, shape, 3).tobytes()
+
+
+def test_a_streaming_adapter_refuses_reused_buffers(lib):
+    with pytest.raises(ValueError, match="reuse"):
+        EngineAdapter(None, RecordingEngine(), streaming=True, stager=VersionStager(reuse=True))
 
 
 def test_bad_arguments_are_reported(lib):
@@ -224,8 +241,8 @@ def test_targets_that_cannot_take_a_version_vote_it_down_and_the_group_stays_usa
     assert f"tensor '{name}': {nbytes} bytes arrive, its target has {nbytes - 1}" in \
         results[1].message
     assert not results[0].dirty and not results[1].dirty
-    assert [x for x in engine.calls if x[0] != "load"] == [
-        ("begin", 1), ("abort", 1), ("begin", 2), ("abort", 2), ("begin", 3), ("finish", 3)]
+    assert engine.brackets() == [("begin", 1), ("abort", 1, False), ("begin", 2),
+                                 ("abort", 2, False), ("begin", 3), ("finish", 3)]
     assert not os.path.exists(f"{c.receiver_out(1)}/step_1")
     assert not os.path.exists(f"{c.receiver_out(1)}/step_2")
     c.verify(1, 3)

@@ -19,7 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from weightcast_testing.modelgen import MoeModelSpec, values
-from weightcast_trainer.shm import ShmTensorFile
+from weightcast.shm import ShmTensorFile
 
 # safetensors' numpy backend looks F8_E4M3 up as numpy.float8_e4m3fn; numpy
 # has no such type, ml_dtypes does (importing it also registers bfloat16).

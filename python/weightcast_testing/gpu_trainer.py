@@ -4,7 +4,7 @@ Holds a generated Qwen3-MoE model in GPU memory in transformers 5's fused
 expert layout (``mlp.experts.gate_up_proj`` [E, 2I, H], ``down_proj``
 [E, H, I]), split between ``--senders`` trainer ranks as
 MoeModelSpec.split does, and hands each rank's tensors to weightcast the way
-a trainer does: CUDA IPC descriptors (weightcast_trainer.cuda_ipc), one JSON
+a trainer does: CUDA IPC descriptors (weightcast.cuda_ipc), one JSON
 document per sender for ``weightcastctl register --descriptors``.
 
 With ``--checkpoint DIR`` it also saves the same bytes as a safetensors
@@ -26,7 +26,7 @@ import sys
 import torch
 
 from weightcast_testing.modelgen import MoeModelSpec
-from weightcast_trainer.cuda_ipc import describe_tensors, descriptors_document
+from weightcast.cuda_ipc import describe_tensors, descriptors_document
 
 SIZES = {
     # ~2.8 GB of bf16: 4 layers of 64 experts.

@@ -1,7 +1,7 @@
 """An inference-worker stand-in for the GPU receiver tests: holds one
 parameter per tensor of a generated model on a GPU (zeros) and exports them
 through CUDA IPC, as a worker that lets another process write its weights
-would (weightcast_trainer.cuda_ipc makes the handles). Prints one line of
+would (weightcast.cuda_ipc makes the handles). Prints one line of
 JSON (a descriptors document), then answers ``check VERSION`` lines on
 standard input with ``OK`` or ``BAD <name>``, comparing every parameter byte
 for byte with the generator's values of that version.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from weightcast_testing.modelgen import MoeModelSpec, values
-from weightcast_trainer.cuda_ipc import describe_tensors, descriptors_document
+from weightcast.cuda_ipc import describe_tensors, descriptors_document
 
 TORCH_DTYPES = {"BF16": torch.bfloat16, "F32": torch.float32}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightcast_trainer.shm import bf16_from_float32
+from weightcast.shm import bf16_from_float32
 
 
 @dataclass(frozen=True)

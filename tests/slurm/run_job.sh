@@ -54,7 +54,7 @@ python3 - "$SOCK" "$W" <<'PY'
 import subprocess, sys, os, json, time
 sys.path.insert(0, "python")
 from weightcast_testing.modelgen import MoeModelSpec, values
-from weightcast_trainer.shm import ShmTensorFile
+from weightcast.shm import ShmTensorFile
 import ml_dtypes  # noqa
 from safetensors.numpy import load_file
 sock, w = sys.argv[1], sys.argv[2]

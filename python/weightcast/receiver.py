@@ -11,14 +11,21 @@ Three ways to take a version, all with the same bracket:
   aborted version never touches them) or in place.
 - ``EngineAdapter.poll`` / ``poll_into`` wrap these for an engine object.
 
-The bracket is the point (FORMATS.md §4): an engine's post-load step
+The bracket is the point (FORMATS.md section 4): an engine's post-load step
 (vLLM's process_weights_after_loading: FP8 re-layout, w13 swaps, MLA
 absorption) must run exactly once per version, after the last tensor, never
 per chunk. EngineAdapter calls, per version:
     engine.begin_update(version, config_json)     once, before any tensor
-    engine.load_weights([(name, array), ...])     per chunk of tensors
-    engine.finish_update(version)                 once, after the group committed
-    engine.abort_update(version)                  instead, if the group aborted
+    engine.load_weights([(name, tensor), ...])    per chunk of torch tensors
+    engine.finish_update(version)                 once, after the last chunk
+    engine.abort_update(version, dirty)           instead, if it cannot finish
+By default nothing reaches the engine before the group committed: the
+version is staged (``VersionStager``: one host copy of this rank's tensors,
+buffers reused from version to version) and handed over after the vote, so
+a version the group votes down never touches the engine. With
+``streaming=True`` chunks go to the engine as they arrive (no staged copy);
+a version aborted after that leaves the engine ``dirty`` (abort_update says
+so) until a good one lands.
 """
 
 from __future__ import annotations
@@ -27,16 +34,30 @@ import ctypes
 import enum
 import os
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_LIB = os.path.join(_REPO, "bazel-bin", "receiver", "libweightcast_receiver.so")
+from weightcast.errors import ReceiveError
+from weightcast.shm import NUMPY_DTYPES as _NUMPY
 
-# Raw-byte holders per safetensors dtype (BF16 and FP8 as their bit patterns).
-_NUMPY = {"BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32,
-          "I64": np.int64, "F16": np.float16, "BF16": np.uint16, "F32": np.float32,
-          "F64": np.float64, "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(os.path.dirname(_PACKAGE))
+LIB_NAME = "libweightcast_receiver.so"
+# In a checkout: what `bazel build //receiver:libweightcast_receiver.so` made.
+DEFAULT_LIB = os.path.join(_REPO, "bazel-bin", "receiver", LIB_NAME)
+
+
+def receiver_library(lib_path: str | None = None) -> str:
+    """Where libweightcast_receiver.so is: ``lib_path``, else
+    $WEIGHTCAST_RECEIVER_LIB, else the copy installed with this package
+    (weightcast/_native/), else the checkout's bazel-bin."""
+    if lib_path:
+        return lib_path
+    if os.environ.get("WEIGHTCAST_RECEIVER_LIB"):
+        return os.environ["WEIGHTCAST_RECEIVER_LIB"]
+    packaged = os.path.join(_PACKAGE, "_native", LIB_NAME)
+    return packaged if os.path.exists(packaged) else DEFAULT_LIB
 
 
 API_VERSION = 2  # receiver/c_api.h WC_RECEIVER_API_VERSION
@@ -112,10 +133,9 @@ class DeviceTensor:
         """A torch tensor of the right dtype over the same device memory."""
         import torch  # noqa: PLC0415 - only where a GPU consumer has it
 
-        from weightcast_trainer.cuda_ipc import SAFETENSORS_DTYPES  # noqa: PLC0415
+        from weightcast.cuda_ipc import torch_dtype  # noqa: PLC0415
 
-        torch_name = {v: k for k, v in SAFETENSORS_DTYPES.items()}[self.dtype]
-        want = getattr(torch, torch_name)
+        want = torch_dtype(self.dtype)
         if self.nbytes == 0:
             return torch.empty(self.shape, dtype=want, device=f"cuda:{self.device}")
         # Through bytes: every torch has uint8 (not every one uint16).
@@ -180,29 +200,35 @@ def _load(lib_path: str) -> ctypes.CDLL:
     return lib
 
 
-def _lib_path(lib_path: str | None) -> str:
-    return lib_path or os.environ.get("WEIGHTCAST_RECEIVER_LIB", DEFAULT_LIB)
-
-
-def _guard(fn):
-    """A Python callback as a C one: an exception becomes a failed vote."""
+def _guard(fn, errors: list):
+    """A Python callback as a C one: an exception becomes a failed vote, and
+    its message is kept in ``errors`` for the result."""
     def call(*args):
         try:
             fn(*args)
             return 0
-        except Exception:  # noqa: BLE001 - reported as a failed vote
+        except Exception as e:  # noqa: BLE001 - reported as a failed vote
+            errors.append(f"{type(e).__name__}: {e}")
             return 1
     return call
 
 
-def _bracket(begin, commit, abort) -> _Callbacks:
+def _bracket(begin, commit, abort, errors: list) -> _Callbacks:
     none = (lambda *_: None)
     begin, commit, abort = begin or none, commit or none, abort or none
     return _Callbacks(None,
-                      _BEGIN(lambda _u, v, n, cfg: _guard(begin)(v, n, cfg.decode())),
+                      _BEGIN(lambda _u, v, n, cfg: _guard(begin, errors)(v, n, cfg.decode())),
                       _TENSOR(lambda _u, _t: 1),
-                      _COMMIT(lambda _u, v: _guard(commit)(v)),
+                      _COMMIT(lambda _u, v: _guard(commit, errors)(v)),
                       _ABORT(lambda _u, v: abort(v)))
+
+
+def _result(rc: int, version: int, message: str, errors: list, dirty: bool = False
+            ) -> ReceiveResult:
+    """The C call's outcome, with the Python callbacks' own errors first."""
+    if errors and rc != ReceiveStatus.COMMITTED:
+        message = "; ".join(errors) + (f" ({message})" if message else "")
+    return ReceiveResult(ReceiveStatus(rc), version, message, dirty)
 
 
 class ParameterTargets:
@@ -223,7 +249,7 @@ class ParameterTargets:
     def __init__(self, device: int = 0, staged: bool = True, lib_path: str | None = None):
         self._handle = None
         self._keep: dict = {}  # name -> the object whose memory a target is
-        self._lib = _load(_lib_path(lib_path))
+        self._lib = _load(receiver_library(lib_path))
         self.device = device
         err = ctypes.create_string_buffer(1024)
         self._handle = self._lib.wc_targets_create(
@@ -283,7 +309,7 @@ class ParameterTargets:
                                                  len(err)), err)
 
     def add_ipc_descriptors(self, doc) -> None:
-        """Targets from what weightcast_trainer.cuda_ipc makes for a process's
+        """Targets from what weightcast.cuda_ipc makes for a process's
         CUDA tensors: a descriptors_document (handles in base64) or the
         describe_tensors list (raw handles). An inference worker describes
         its parameters this way and hands the result to the receiving process."""
@@ -325,7 +351,7 @@ class Receiver:
                  bind_host: str = "127.0.0.1", lib_path: str | None = None,
                  cuda_device: int = 0, device_tensors: bool = False):
         self._handle = None
-        self._lib = _load(_lib_path(lib_path))
+        self._lib = _load(receiver_library(lib_path))
         o = _Options()
         self._lib.wc_receiver_options_init(ctypes.byref(o))
         o.rendezvous, o.token, o.rank = rendezvous.encode(), token.encode(), rank
@@ -349,7 +375,7 @@ class Receiver:
             shape = tuple(t.shape[i] for i in range(t.ndim))
             if t.device >= 0:
                 arr = DeviceTensor(t.name.decode(), dtype, shape, t.data or 0, t.nbytes, t.device)
-                return _guard(tensor)(arr.name, dtype, shape, arr)
+                return _guard(tensor, errors)(arr.name, dtype, shape, arr)
             holder = _NUMPY[dtype]
             count = t.nbytes // np.dtype(holder).itemsize
             if count:
@@ -357,15 +383,16 @@ class Receiver:
                 arr = np.frombuffer(buf, dtype=holder, count=count).reshape(shape)
             else:
                 arr = np.zeros(shape, dtype=holder)
-            return _guard(tensor)(t.name.decode(), dtype, shape, arr)
+            return _guard(tensor, errors)(t.name.decode(), dtype, shape, arr)
 
-        cb = _bracket(begin, commit, abort)
+        errors: list = []
+        cb = _bracket(begin, commit, abort, errors)
         cb.tensor = _TENSOR(on_tensor)
         version = ctypes.c_uint64(0)
         err = ctypes.create_string_buffer(4096)
         rc = self._lib.wc_receiver_next(self._handle, ctypes.byref(cb), wait_s,
                                         ctypes.byref(version), err, len(err))
-        return ReceiveResult(ReceiveStatus(rc), version.value, err.value.decode())
+        return _result(rc, version.value, err.value.decode(), errors)
 
     def next_into(self, targets: ParameterTargets, begin=None, commit=None, abort=None,
                   wait_s: float = 5.0) -> ReceiveResult:
@@ -373,15 +400,15 @@ class Receiver:
         begin(version, num_tensors, config_json) before the first byte,
         commit(version) once the parameters hold the version (run the
         engine's post-load step there), abort(version) otherwise."""
-        cb = _bracket(begin, commit, abort)
+        errors: list = []
+        cb = _bracket(begin, commit, abort, errors)
         version = ctypes.c_uint64(0)
         dirty = ctypes.c_int(0)
         err = ctypes.create_string_buffer(4096)
         rc = self._lib.wc_receiver_next_into(self._handle, targets._handle, ctypes.byref(cb),
                                              wait_s, ctypes.byref(version), ctypes.byref(dirty),
                                              err, len(err))
-        return ReceiveResult(ReceiveStatus(rc), version.value, err.value.decode(),
-                             bool(dirty.value))
+        return _result(rc, version.value, err.value.decode(), errors, bool(dirty.value))
 
     def stop(self) -> None:
         self._lib.wc_receiver_stop(self._handle)
@@ -392,58 +419,216 @@ class Receiver:
             self._handle = None
 
 
-class EngineAdapter:
-    """Feeds each version to `engine` in chunks of about `chunk_bytes`,
-    bracketed once per version (see the module docstring)."""
+class VersionStager:
+    """Holds one version's tensors as torch tensors until it is handed to the
+    engine: ``begin``, then ``add`` per tensor (from a receive callback,
+    whose buffer is reused afterwards: the bytes are copied), then the
+    pairs in ``tensors``.
 
-    def __init__(self, receiver: Receiver, engine, chunk_bytes: int = 256 << 20):
+    ``expect``: name -> (safetensors dtype, shape) the engine takes (e.g.
+    read from the checkpoint it loaded); a tensor not in it, of another
+    dtype or shape, or a version missing some of it (but the ``optional``
+    names), raises (the receive callback then votes the version down,
+    naming the tensor).
+    ``reuse``: keep the buffers for the next version (bounded memory: one
+    copy of this rank's tensors); only when nothing still holds the pairs
+    of the last version (the engine loaded them and let them go)."""
+
+    def __init__(self, expect: Mapping[str, tuple[str, tuple]] | None = None,
+                 optional: set[str] | None = None, reuse: bool = True):
+        self.expect = dict(expect) if expect is not None else None
+        self.optional = set(optional or ())
+        self.reuse = reuse
+        self.version = 0
+        self.config_json = ""
+        self.num_tensors = 0
+        self.tensors: list[tuple[str, Any]] = []
+        self.nbytes = 0
+        self._buffers: dict[str, Any] = {}
+
+    def begin(self, version: int, num_tensors: int, config_json: str) -> None:
+        self.version, self.num_tensors, self.config_json = version, num_tensors, config_json
+        self.tensors, self.nbytes = [], 0
+        if not self.reuse:
+            self._buffers = {}
+        if self.expect is not None and num_tensors < len(self.expect) - len(self.optional):
+            raise ReceiveError(f"version {version} has {num_tensors} tensors, the engine's "
+                               f"model {len(self.expect) - len(self.optional)}: it cannot be "
+                               "complete", version)
+
+    def _check(self, name: str, dtype: str, shape: tuple) -> None:
+        if self.expect is None:
+            return
+        want = self.expect.get(name)
+        if want is None:
+            raise ReceiveError(f"version {self.version}: tensor {name!r} is not a tensor of "
+                               "the engine's model", self.version)
+        if want[0] != dtype or tuple(want[1]) != tuple(shape):
+            raise ReceiveError(f"version {self.version}: tensor {name!r} is {dtype} "
+                               f"{list(shape)}, the engine's model has {want[0]} "
+                               f"{list(want[1])}", self.version)
+
+    def add(self, name: str, dtype: str, shape: tuple, data) -> Any:
+        """Copies one received tensor (a numpy array of its raw bytes, or a
+        DeviceTensor) into its staging buffer; returns the staged tensor."""
+        import torch  # noqa: PLC0415 - engines take torch tensors
+
+        from weightcast.cuda_ipc import torch_dtype  # noqa: PLC0415
+
+        self._check(name, dtype, shape)
+        want = torch_dtype(dtype)
+        device = f"cuda:{data.device}" if isinstance(data, DeviceTensor) else "cpu"
+        buf = self._buffers.get(name)
+        if (buf is None or buf.dtype != want or tuple(buf.shape) != tuple(shape)
+                or str(buf.device) != device):
+            buf = torch.empty(shape, dtype=want, device=device)
+            self._buffers[name] = buf
+        if isinstance(data, DeviceTensor):
+            buf.view(-1).view(torch.uint8).copy_(data.torch().view(-1).view(torch.uint8))
+            torch.cuda.current_stream(buf.device).synchronize()
+        elif buf.numel():
+            buf.view(-1).view(torch.uint8).copy_(
+                torch.from_numpy(np.ascontiguousarray(data).reshape(-1).view(np.uint8)))
+        self.tensors.append((name, buf))
+        self.nbytes += buf.numel() * buf.element_size()
+        if self.expect is not None and len(self.tensors) == self.num_tensors:
+            missing = set(self.expect) - self.optional - {n for n, _ in self.tensors}
+            if missing:
+                raise ReceiveError(
+                    f"version {self.version}: {len(missing)} tensors of the engine's model are "
+                    f"missing, e.g. {sorted(missing)[:3]}", self.version)
+        return buf
+
+    def chunks(self, chunk_bytes: int):
+        """The staged pairs in chunks of about ``chunk_bytes``."""
+        chunk, size = [], 0
+        for name, t in self.tensors:
+            chunk.append((name, t))
+            size += t.numel() * t.element_size()
+            if size >= chunk_bytes:
+                yield chunk
+                chunk, size = [], 0
+        if chunk:
+            yield chunk
+
+    def release(self) -> None:
+        """The engine is done with the pairs (the buffers stay for reuse)."""
+        self.tensors = []
+
+
+class EngineAdapter:
+    """Feeds each version to ``engine`` (see the module docstring for the
+    calls it makes) in chunks of about ``chunk_bytes``.
+
+    Staged (default): ``receive`` takes a version into a ``VersionStager``
+    (the engine is not called), ``apply`` hands a committed one over;
+    ``poll`` does both. ``streaming=True``: ``poll`` hands chunks over as
+    they arrive, each one a fresh copy that the engine may keep until its
+    module is complete."""
+
+    def __init__(self, receiver: Receiver, engine, chunk_bytes: int = 256 << 20,
+                 streaming: bool = False, stager: VersionStager | None = None):
         self.receiver = receiver
         self.engine = engine
         self.chunk_bytes = chunk_bytes
+        self.streaming = streaming
+        self.stager = stager if stager is not None else VersionStager(reuse=not streaming)
+        if streaming and self.stager.reuse:
+            raise ValueError("streaming hands tensors to the engine as they arrive: the "
+                             "stager must not reuse its buffers")
+
+    def receive(self, wait_s: float = 5.0) -> ReceiveResult:
+        """One version into the stager, the engine untouched (staged mode).
+        COMMITTED: ``self.stager`` holds it, ready for ``apply``."""
+        if self.streaming:
+            raise ValueError("receive stages a version; a streaming adapter uses poll")
+        return self.receiver.next(
+            begin=self.stager.begin,
+            tensor=lambda name, dtype, shape, arr: self.stager.add(name, dtype, shape, arr),
+            commit=None, abort=None, wait_s=wait_s)
+
+    def apply(self) -> None:
+        """Hands the staged, committed version to the engine: begin, the
+        chunks, finish. An engine error calls abort_update(version,
+        dirty=True) and raises ReceiveError(dirty=True)."""
+        st = self.stager
+        self.engine.begin_update(st.version, st.config_json)
+        try:
+            for chunk in st.chunks(self.chunk_bytes):
+                self.engine.load_weights(chunk)
+            self.engine.finish_update(st.version)
+        except Exception as e:
+            self.engine.abort_update(st.version, dirty=True)
+            raise ReceiveError(f"version {st.version}: the engine failed to load it after the "
+                               f"group committed: {e}", st.version, dirty=True) from e
+        finally:
+            st.release()
 
     def poll(self, wait_s: float = 5.0) -> ReceiveResult:
+        if not self.streaming:
+            r = self.receive(wait_s)
+            if r.status == ReceiveStatus.COMMITTED:
+                try:
+                    self.apply()
+                except ReceiveError as e:
+                    return ReceiveResult(ReceiveStatus.ERROR, r.version, str(e), dirty=True)
+            return r
+        return self._stream(wait_s)
+
+    def _stream(self, wait_s: float) -> ReceiveResult:
+        st = self.stager
         chunk: list = []
         size = [0]
+        loaded = [False]
 
         def flush():
             if chunk:
+                loaded[0] = True
                 self.engine.load_weights(list(chunk))
                 chunk.clear()
                 size[0] = 0
 
-        def on_tensor(name, dtype, shape, arr):
-            # The buffer is reused after the call: keep a copy.
-            if isinstance(arr, DeviceTensor):
-                view = arr.torch()
-                kept = view.clone()
-                import torch  # noqa: PLC0415 - device tensors imply a torch engine
+        def on_begin(version, num_tensors, config_json):
+            st.begin(version, num_tensors, config_json)
+            loaded[0] = False
+            self.engine.begin_update(version, config_json)
 
-                torch.cuda.current_stream(view.device).synchronize()
-            else:
-                kept = arr.copy()
-            chunk.append((name, dtype, kept))
-            size[0] += arr.nbytes
+        def on_tensor(name, dtype, shape, arr):
+            t = st.add(name, dtype, shape, arr)
+            chunk.append((name, t))
+            size[0] += t.numel() * t.element_size()
             if size[0] >= self.chunk_bytes:
                 flush()
 
         def on_commit(version):
             flush()
             self.engine.finish_update(version)
+            st.release()
 
-        return self.receiver.next(
-            begin=lambda v, n, cfg: self.engine.begin_update(v, cfg),
-            tensor=on_tensor,
-            commit=on_commit,
-            abort=lambda v: (chunk.clear(), self.engine.abort_update(v)),
-            wait_s=wait_s)
+        def on_abort(version):
+            chunk.clear()
+            st.release()
+            self.engine.abort_update(version, dirty=loaded[0])
+
+        r = self.receiver.next(begin=on_begin, tensor=on_tensor, commit=on_commit,
+                               abort=on_abort, wait_s=wait_s)
+        if r.status in (ReceiveStatus.ABORTED, ReceiveStatus.ERROR):
+            r.dirty = loaded[0]
+        return r
 
     def poll_into(self, targets: ParameterTargets, wait_s: float = 5.0) -> ReceiveResult:
         """One version copied by the library into the engine's parameters
         (no load_weights): begin_update, then finish_update once the
-        parameters hold it, or abort_update."""
-        return self.receiver.next_into(
-            targets,
-            begin=lambda v, n, cfg: self.engine.begin_update(v, cfg),
-            commit=self.engine.finish_update,
-            abort=self.engine.abort_update,
-            wait_s=wait_s)
+        parameters hold it, or abort_update (dirty: in-place targets were
+        overwritten)."""
+        begun = [0]
+
+        def on_begin(v, n, cfg):
+            begun[0] = v
+            self.engine.begin_update(v, cfg)
+
+        r = self.receiver.next_into(targets, begin=on_begin, commit=self.engine.finish_update,
+                                    abort=None, wait_s=wait_s)
+        if begun[0] and r.status in (ReceiveStatus.ABORTED, ReceiveStatus.ERROR):
+            self.engine.abort_update(begun[0], dirty=r.dirty)
+        return r

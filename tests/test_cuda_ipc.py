@@ -1,4 +1,4 @@
-"""weightcast_trainer.cuda_ipc: descriptor building everywhere; real handles
+"""weightcast.cuda_ipc: descriptor building everywhere; real handles
 (checked against the allocation through a second process) only where torch
 with CUDA is present."""
 
@@ -10,10 +10,9 @@ import sys
 
 import pytest
 
-PYTHON_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, PYTHON_DIR)
+from weightcast import cuda_ipc
 
-from weightcast_trainer import cuda_ipc  # noqa: E402
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(cuda_ipc.__file__)))
 
 
 def test_descriptor_and_document():
@@ -46,7 +45,7 @@ def test_dtype_names():
 _CHILD = r"""
 import base64, ctypes, sys, json
 sys.path.insert(0, sys.argv[1])
-from weightcast_trainer import cuda_ipc
+from weightcast import cuda_ipc
 d = json.loads(sys.stdin.read())
 rt = cuda_ipc.cudart()
 rt.cudaSetDevice(0)

@@ -34,6 +34,7 @@ NUMPY_DTYPES = {
     "F32": np.float32,
     "F64": np.float64,
     "F8_E4M3": np.uint8,
+    "F8_E5M2": np.uint8,
 }
 
 ALIGNMENT = 256

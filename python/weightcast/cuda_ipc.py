@@ -13,7 +13,7 @@ runtime, and the base with ``cuMemGetAddressRange`` (caching allocators hand
 out views inside larger allocations).
 
     import torch
-    from weightcast_trainer.cuda_ipc import describe_tensors, descriptors_document
+    from weightcast.cuda_ipc import describe_tensors, descriptors_document
     params = {n: p.data for n, p in model.named_parameters()}
     doc = descriptors_document(describe_tensors(params))
     # json.dump(doc, ...) then `weightcastctl register --descriptors ...`,
@@ -149,6 +149,16 @@ def tensor_descriptor(name: str, dtype: str, shape: Iterable[int], handle: bytes
             "allocation_bytes": int(allocation_bytes),
         },
     }
+
+
+def torch_dtype(safetensors_name: str) -> Any:
+    """The torch dtype of a safetensors dtype name ("BF16" -> torch.bfloat16)."""
+    import torch  # noqa: PLC0415 - only callers that hold torch tensors ask
+
+    for torch_name, st in SAFETENSORS_DTYPES.items():
+        if st == safetensors_name:
+            return getattr(torch, torch_name)
+    raise CudaIpcError(f"dtype {safetensors_name!r} has no torch dtype")
 
 
 def safetensors_dtype(torch_dtype: Any) -> str:
