@@ -40,7 +40,7 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from weightcast.control import BucketSent, Committed, Planned, Sidecar, SourceReleased
 from weightcast.errors import ControlError, WeightcastError
@@ -137,6 +137,7 @@ class TrainerSidecar:
         self.sidecar = Sidecar(address, call_timeout_s=call_timeout_s, sender_rank=sender_rank)
         self.shm_dir = shm_dir
         self._source: Any = None
+        self._names: set[str] | None = None
         self._share = False
         self._config: dict | None = None
         self._entries: dict[str, _Entry] = {}
@@ -144,16 +145,19 @@ class TrainerSidecar:
         self._last: Publication | None = None
 
     # ---- registration ----------------------------------------------------
-    def register(self, tensors: Any, *, config: Mapping[str, Any] | None = None,
-                 share: bool = True) -> int:
+    def register(self, tensors: Any, *, names: Collection[str] | None = None,
+                 config: Mapping[str, Any] | None = None, share: bool = True) -> int:
         """Registers ``tensors`` (an ``nn.Module``: its ``state_dict`` names;
         or a mapping name -> torch tensor) with the sidecar, replacing what
-        was registered before. ``config``: the model's config.json (default:
-        a transformers model's ``config``). ``share``: move a module's CPU
-        parameters and buffers into the shared-memory file (zero copies at
-        publish). Returns the number of tensors registered."""
+        was registered before. ``names``: only these (this rank's part, when
+        several sidecars split one model). ``config``: the model's
+        config.json (default: a transformers model's ``config``). ``share``:
+        move a module's CPU parameters and buffers into the shared-memory
+        file (zero copies at publish). Returns the number of tensors
+        registered."""
         torch = _torch()
         self._source = tensors
+        self._names = None if names is None else set(names)
         self._share = share and isinstance(tensors, torch.nn.Module)
         if config is None and isinstance(tensors, torch.nn.Module):
             hf = getattr(tensors, "config", None)
@@ -173,8 +177,15 @@ class TrainerSidecar:
         if isinstance(src, torch.nn.Module):
             # keep_vars: the Parameter objects themselves, so they can be
             # moved into shared memory.
-            return dict(src.state_dict(keep_vars=True))
-        return dict(src)
+            current = dict(src.state_dict(keep_vars=True))
+        else:
+            current = dict(src)
+        if self._names is not None:
+            unknown = self._names - set(current)
+            if unknown:
+                raise KeyError(f"names not among the tensors: {sorted(unknown)[:5]}")
+            current = {n: t for n, t in current.items() if n in self._names}
+        return current
 
     def _register(self, tensors: dict[str, Any], replace: bool) -> None:
         from weightcast.cuda_ipc import describe_tensors, safetensors_dtype  # noqa: PLC0415
