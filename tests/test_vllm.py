@@ -208,3 +208,102 @@ def test_a_version_that_does_not_fit_the_engines_model_is_refused_before_the_vot
     assert isinstance(reply, HostError) and reply.reply["type"] == "VersionAborted", reply
     assert "'model.layers.0.mlp.extra.weight' is not a tensor of the engine's model" in str(reply)
     assert engine.generate() == before
+
+
+def test_vllms_own_calls_in_a_multiprocess_engine_and_the_worker_extension(
+        tmp_path, hosts, groups):
+    """Two engines in one group: rank 2 a multi-process vLLM driven by vLLM's
+    own start/update/finish calls (no weightcast helper), rank 3 an engine
+    with the worker extension driven by collective_rpc. Both equal a fresh
+    load; and without the prefix-cache reset after an update, a cached
+    prompt would be answered from the old weights' KV blocks."""
+    model = tiny_models.qwen3_moe()
+    model.save_pretrained(tmp_path / "step0")
+    native = hosts(tmp_path / "step0", "--multiprocess")
+    extension = hosts(tmp_path / "step0", "--extension")
+    g = groups(workdir=str(tmp_path / "group"), model=model, inference_world_size=2,
+               format={"source_layout": "fused"})
+    native.call("init", init_info=g.init_info(first_rank=2))
+    assert extension.call("init", init_info=g.init_info(first_rank=3))["ranks"] == [3]
+    trainer = tiny_models.Trainer(model)
+    seen = {"native": [], "extension": []}
+    for step in (1, 2):
+        trainer.step()
+        result, replies = g.publish(step, (native, "native", {"reset_prefix_cache": step == 1}),
+                                    (extension, "update", {}))
+        assert not isinstance(result, Exception), result
+        assert not any(isinstance(r, Exception) for r in replies), replies
+        model.save_pretrained(tmp_path / f"step{step}")
+        seen["native"].append(native.generate())
+        seen["extension"].append(extension.generate())
+    native.call("reset_prefix_cache")
+    after_reset = native.generate()
+    assert native.call("weight_version")["version"] == "2"
+    native.close()
+    extension.close()
+    want = fresh_outputs(hosts, [tmp_path / "step1", tmp_path / "step2"])
+    assert seen["extension"] == want
+    assert seen["native"][0] == want[0]
+    # Version 2 without the reset: the short prompts (no full KV block to
+    # reuse) are right, the 40-token one reused a block of version 1's KV.
+    stale = seen["native"][1]
+    assert stale[:2] == want[1][:2] and stale[2] != want[1][2]
+    assert after_reset == want[1]
+
+
+def convert_fp8(src, out_root, version=1):
+    """weightcast-convert's block-FP8 checkpoint of ``src`` (the CPU path of
+    the same rules the senders apply)."""
+    import subprocess
+
+    from weightcast_testing.cluster import default_bin_dir
+
+    subprocess.run([os.path.join(default_bin_dir(), "weightcast-convert"), "--in", str(src),
+                    "--out", str(out_root), "--version", str(version), "--quantization",
+                    "fp8-block"], check=True, capture_output=True)
+    return os.path.join(str(out_root), f"step_{version}")
+
+
+def test_block_fp8_on_the_senders_into_an_fp8_engine(tmp_path, hosts, groups):
+    """The senders quantize to block FP8 (e4m3, 128x128, weight_scale_inv) as
+    they pack; the engine serves an FP8 checkpoint. Each version equals a
+    fresh load of weightcast-convert's FP8 checkpoint of the trainer's save."""
+    model = tiny_models.qwen3_moe(moe_intermediate=128, hidden=128, kv_heads=4)
+    model.save_pretrained(tmp_path / "step0")
+    engine = hosts(convert_fp8(tmp_path / "step0", tmp_path / "fp8_0"))
+    g = groups(workdir=str(tmp_path / "group"), model=model,
+               format={"source_layout": "fused", "quantization": "fp8-block"})
+    engine.call("init", init_info=g.init_info())
+    trainer = tiny_models.Trainer(model)
+    seen, want_dirs = [], []
+    for step in (1, 2):
+        result, reply = train_and_publish(g, trainer, engine, step)
+        assert not isinstance(result, Exception) and not isinstance(reply, Exception), (result, reply)
+        model.save_pretrained(tmp_path / f"step{step}")
+        want_dirs.append(convert_fp8(tmp_path / f"step{step}", tmp_path / f"fp8_{step}"))
+        seen.append(engine.generate())
+    engine.close()
+    assert seen == fresh_outputs(hosts, want_dirs)
+    assert seen[0] != seen[1]
+
+
+def test_tensor_parallel_engine_receives_into_both_workers(tmp_path, hosts, groups):
+    """TP 2 on two CPU workers: each worker is a rank of the group (2 and 3),
+    takes every tensor and loads its own slice. Equal to a fresh TP 2 load."""
+    model = tiny_models.qwen3_moe(moe_intermediate=64, hidden=64, kv_heads=2)
+    model.save_pretrained(tmp_path / "step0")
+    engine = hosts(tmp_path / "step0", "--tp", "2")
+    g = groups(workdir=str(tmp_path / "group"), model=model, inference_world_size=2,
+               format={"source_layout": "fused"})
+    engine.call("init", init_info=g.init_info())
+    trainer = tiny_models.Trainer(model)
+    seen = []
+    for step in (1, 2):
+        result, reply = train_and_publish(g, trainer, engine, step)
+        assert not isinstance(result, Exception) and not isinstance(reply, Exception), (result, reply)
+        model.save_pretrained(tmp_path / f"step{step}")
+        seen.append(engine.generate())
+    ranks = sorted(s["rank"] for s in engine.call("state")["state"])
+    assert ranks == [2, 3]
+    engine.close()
+    assert seen == fresh_outputs(hosts, [tmp_path / "step1", tmp_path / "step2"], "--tp", "2")

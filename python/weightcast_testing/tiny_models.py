@@ -10,14 +10,17 @@ PROMPTS = [[1, 5, 9, 200, 17, 3, 77], [3, 4, 100], [42] * 40]
 
 
 def qwen3_moe(moe_intermediate: int = 48, hidden: int = 64, experts: int = 4, layers: int = 2,
-              seed: int = 0):
-    """A Qwen3-MoE (transformers 5: fused experts in its state_dict)."""
+              kv_heads: int = 1, seed: int = 0):
+    """A Qwen3-MoE (transformers 5: fused experts in its state_dict). Block
+    FP8 on vLLM's CPU kernels wants kv_heads * 32 and moe_intermediate to be
+    multiples of 128."""
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM  # noqa: PLC0415
 
     torch.manual_seed(seed)
     cfg = Qwen3MoeConfig(vocab_size=512, hidden_size=hidden, intermediate_size=2 * hidden,
                          moe_intermediate_size=moe_intermediate, num_hidden_layers=layers,
-                         num_attention_heads=max(2, hidden // 32), num_key_value_heads=1,
+                         num_attention_heads=max(2, hidden // 32, kv_heads),
+                         num_key_value_heads=kv_heads,
                          head_dim=32, num_experts=experts, num_experts_per_tok=2,
                          max_position_embeddings=512, tie_word_embeddings=False,
                          norm_topk_prob=True)

@@ -8,6 +8,7 @@ Requests and replies ({"ok": true, ...} or {"ok": false, "error", "type"}):
     {"op": "init", "init_info": {...}}                 weightcast joins the group
     {"op": "update", "version": v, "wait_s": s}        VllmUpdater.update (or the extension)
     {"op": "native", "version": v}                     vLLM's own calls, no helper
+    {"op": "reset_prefix_cache"}
     {"op": "generate", "max_tokens": n}                greedy tokens and top-5 logprobs
     {"op": "reload", "model": DIR}                     reload_weights from a checkpoint
     {"op": "load", "model": DIR}                       a fresh engine on DIR
@@ -62,7 +63,14 @@ def main() -> int:
     ap.add_argument("--extension", action="store_true")
     ap.add_argument("--multiprocess", action="store_true")
     args = ap.parse_args()
+    # Replies go to the original stdout; everything else (vLLM's prints, its
+    # engine and worker processes, which inherit fd 1) to stderr.
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if args.multiprocess or args.tp > 1 else "0"
+    # The "state" op ships a function to the workers (VllmUpdater.state).
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     if args.tp > 1:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND",
                               "|".join(str(i % os.cpu_count()) for i in range(args.tp)))
@@ -71,8 +79,6 @@ def main() -> int:
     from weightcast.errors import ReceiveError  # noqa: PLC0415
     from weightcast.vllm import VllmUpdater  # noqa: PLC0415
 
-    out = sys.stdout
-    sys.stdout = sys.stderr   # vLLM's prints must not mix with the replies
     t0 = time.monotonic()
     llm = LLM(model=args.model, **engine_kwargs(args))
     updater = VllmUpdater(llm)
@@ -108,8 +114,11 @@ def main() -> int:
                 llm.update_weights({"update_info": {"version": req["version"],
                                                     "wait_s": req.get("wait_s", 60)}})
                 llm.finish_weight_update(weight_version=str(req["version"]))
-                llm.reset_prefix_cache()
+                if req.get("reset_prefix_cache", True):
+                    llm.reset_prefix_cache()
                 reply(ok=True, seconds=time.monotonic() - t)
+            elif op == "reset_prefix_cache":
+                reply(ok=True, reset=llm.reset_prefix_cache())
             elif op == "generate":
                 reply(ok=True, outputs=generate(llm, req.get("max_tokens", 8)))
             elif op == "reload":

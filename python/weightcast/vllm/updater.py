@@ -64,7 +64,10 @@ class VllmUpdater:
             WeightTransferInitRequest(init_info=self._init_request(init_info)))
 
     def state(self) -> list[dict]:
-        """Every worker's WorkerState (as dicts), on an offline LLM."""
+        """Every worker's WorkerState (as dicts), on an offline LLM. It ships
+        a function to the workers: a multi-process engine allows that only
+        with VLLM_ALLOW_INSECURE_SERIALIZATION=1 (the label set at finish,
+        ``get_weight_version()``, needs nothing)."""
         return self.engine.collective_rpc(worker_state)
 
     def _streaming(self) -> bool:
