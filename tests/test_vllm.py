@@ -307,3 +307,51 @@ def test_tensor_parallel_engine_receives_into_both_workers(tmp_path, hosts, grou
     assert ranks == [2, 3]
     engine.close()
     assert seen == fresh_outputs(hosts, [tmp_path / "step1", tmp_path / "step2"], "--tp", "2")
+
+
+def test_async_engine_in_flight_requests_follow_the_policy(tmp_path, hosts, groups):
+    """AsyncLLM: requests running when a version is applied are kept (they
+    pause and finish on the new weights), aborted, or waited for (they
+    finish on the old weights first), as asked; after each update the
+    engine equals a fresh load and reports the version."""
+    from weightcast_testing.vllm_group import VllmHost
+
+    model = tiny_models.qwen3_moe()
+    model.save_pretrained(tmp_path / "step0")
+    engine = VllmHost(str(tmp_path / "step0"), str(tmp_path / "async.log"),
+                      module="weightcast_testing.vllm_async_host")
+    try:
+        g = groups(workdir=str(tmp_path / "group"), model=model,
+                   format={"source_layout": "fused"})
+        engine.call("init", init_info=g.init_info())
+        trainer = tiny_models.Trainer(model)
+        n = 160
+        seen = []
+        for step, policy in ((1, "wait"), (2, "abort"), (3, "keep")):
+            old = engine.call("generate", max_tokens=n)["outputs"]
+            trainer.step()
+            result, (reply,) = g.publish(step, (engine, "update_during",
+                                                {"in_flight": policy, "max_tokens": n}))
+            assert not isinstance(result, Exception), result
+            assert not isinstance(reply, Exception), reply
+            assert reply["weight_version"] == str(step)
+            reqs = reply["requests"]
+            assert all(t >= 2 for t in reply["tokens_at_update"])
+            if policy == "wait":
+                # Finished on the old weights, before the update applied.
+                assert [r["tokens"] for r in reqs] == [o["tokens"] for o in old]
+                assert {r["finish_reason"] for r in reqs} == {"length"}
+            elif policy == "abort":
+                assert {r["finish_reason"] for r in reqs} == {"abort"}
+                assert all(len(r["tokens"]) < n for r in reqs)
+            else:
+                assert {r["finish_reason"] for r in reqs} == {"length"}
+                assert all(len(r["tokens"]) == n for r in reqs)
+                # They began on the old weights and went on on the new ones.
+                assert [r["tokens"][:2] for r in reqs] == [o["tokens"][:2] for o in old]
+                assert [r["tokens"] for r in reqs] != [o["tokens"] for o in old]
+            model.save_pretrained(tmp_path / f"step{step}")
+            seen.append(engine.generate())
+    finally:
+        engine.close()
+    assert seen == fresh_outputs(hosts, [tmp_path / f"step{s}" for s in (1, 2, 3)])

@@ -32,13 +32,12 @@ class VllmHost:
     (raising HostError on {"ok": false}); ``submit`` does it on a thread."""
 
     def __init__(self, model: str, log_path: str, *extra: str, env: dict | None = None,
-                 start_timeout_s: float = 300):
+                 start_timeout_s: float = 300, module: str = "weightcast_testing.vllm_host"):
         self.log = open(log_path, "a")
         full_env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python"))
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m",
-             "weightcast_testing.vllm_host", "--model", model, *extra],
+            [sys.executable, "-m", module, "--model", model, *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=full_env)
         self._lock = threading.Lock()
