@@ -114,7 +114,7 @@ class Orchestrator:
         at the next call. A group that voted the version down ends on every
         sender by itself and needs no abort. ``deadline_s`` bounds the whole
         update (the senders not done by then are named and aborted)."""
-        if self._config is not None and self._aborted:
+        if self._config is not None:
             self._reinit()
         start = time.monotonic()
         deadline = None if deadline_s is None else start + deadline_s
@@ -180,10 +180,13 @@ class Orchestrator:
             raise GroupError(f"update {version}", dict(failures), order[0])
 
     def _reinit(self) -> None:
-        """Initialises again the senders this orchestrator aborted."""
+        """Initialises again the senders this orchestrator aborted and those
+        that report themselves uninitialised (aborted from elsewhere, or
+        restarted), sender 0 first."""
         config = self._config
         assert config is not None
-        again = sorted(self._aborted)
+        states = self._each("status", lambda r, s: s.status().state)
+        again = sorted(self._aborted | {r for r, st in states.items() if st == "uninitialized"})
         self._each("init (after abort)", lambda r, s: s.init(config, r),
                    ranks=[r for r in again if r == 0])
         self._each("init (after abort)", lambda r, s: s.init(config, r),

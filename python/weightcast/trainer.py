@@ -38,6 +38,7 @@ import json
 import os
 import sys
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping
@@ -76,6 +77,9 @@ class Publication:
         self.planned: Planned | None = None
         self.committed: Committed | None = None
         self.error: BaseException | None = None
+        # time.monotonic() when the sources were released / the group committed
+        self.released_at: float | None = None
+        self.committed_at: float | None = None
         self._released = threading.Event()
         self._done = threading.Event()
         self._bar = None
@@ -97,8 +101,10 @@ class Publication:
                 elif isinstance(ev, BucketSent) and self._bar is not None:
                     self._bar.update(1)
                 elif isinstance(ev, SourceReleased):
+                    self.released_at = time.monotonic()
                     self._released.set()
                 elif isinstance(ev, Committed):
+                    self.committed_at = time.monotonic()
                     self.committed = ev
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             self.error = e
