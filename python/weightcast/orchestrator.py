@@ -47,7 +47,10 @@ class GroupUpdate:
 
     @property
     def bytes(self) -> int:
-        return max((c.bytes for c in self.committed.values()), default=0)
+        """Payload bytes of the whole update (every sender's part)."""
+        if self.planned:
+            return next(iter(self.planned.values())).total_bytes
+        return sum(c.bytes for c in self.committed.values())
 
 
 class Orchestrator:
