@@ -10,6 +10,7 @@ import sys
 import time
 
 import grpc
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,39 @@ def test_orchestrator_names_a_failing_sender_at_once_and_recovers(daemons, tmp_p
         recv.wait(timeout=10)
         for sc in sidecars:
             sc.close()
+
+
+def test_version_stager_checks_tensors_against_the_engines_model():
+    from weightcast.errors import ReceiveError
+    from weightcast.receiver import VersionStager
+
+    expect = {"a": ("BF16", (2, 3)), "b": ("F32", (4,)), "lm_head.weight": ("BF16", (2, 3))}
+    st = VersionStager(expect=expect, optional={"lm_head.weight"})
+    with pytest.raises(ReceiveError, match="version 1 has 1 tensors, the engine's model 2"):
+        st.begin(1, 1, "{}")
+    st.begin(2, 2, "{}")
+    with pytest.raises(ReceiveError, match=r"'a' is F16 \[2, 3\], the engine's model has BF16"):
+        st.add("a", "F16", (2, 3), np.zeros((2, 3), np.float16))
+    with pytest.raises(ReceiveError, match="'c' is not a tensor of the engine's model"):
+        st.add("c", "F32", (4,), np.zeros(4, np.float32))
+    st.begin(3, 2, "{}")
+    st.add("a", "BF16", (2, 3), np.arange(6, dtype=np.uint16).reshape(2, 3))
+    with pytest.raises(ReceiveError, match=r"1 tensors of the engine's model are missing, e.g. \['b'\]"):
+        st.add("lm_head.weight", "BF16", (2, 3), np.zeros((2, 3), np.uint16))
+    st.begin(4, 2, "{}")
+    a = st.add("a", "BF16", (2, 3), np.arange(6, dtype=np.uint16).reshape(2, 3))
+    b = st.add("b", "F32", (4,), np.array([1, 2, 3, 4], np.float32))
+    assert a.dtype == torch.bfloat16 and a.view(torch.int16).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert b.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert [n for n, _ in st.tensors] == ["a", "b"] and st.nbytes == 12 + 16
+    # Reused by name across versions; an engine that kept one as its own
+    # parameter gets it out of reuse, so the next version cannot land in it.
+    st.begin(5, 2, "{}")
+    assert st.add("a", "BF16", (2, 3), np.zeros((2, 3), np.uint16)).data_ptr() == a.data_ptr()
+    st.add("b", "F32", (4,), np.zeros(4, np.float32))
+    kept = torch.nn.Parameter(b[1:])   # a view of the staged buffer
+    assert st.forget_aliased([kept, torch.zeros(3)]) == 1
+    st.begin(6, 2, "{}")
+    st.add("a", "BF16", (2, 3), np.zeros((2, 3), np.uint16))
+    fresh = st.add("b", "F32", (4,), np.full(4, 9, np.float32))
+    assert fresh.data_ptr() != b.data_ptr() and kept.tolist() == [0.0, 0.0, 0.0]

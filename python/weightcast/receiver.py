@@ -515,6 +515,18 @@ class VersionStager:
         """The engine is done with the pairs (the buffers stay for reuse)."""
         self.tensors = []
 
+    def forget_aliased(self, tensors) -> int:
+        """Drops, from reuse, every buffer whose storage one of ``tensors``
+        (the engine's parameters and buffers) shares: an engine that kept a
+        staged tensor as its own must not see the next version land in it
+        before the vote. Returns how many were dropped."""
+        held = {t.untyped_storage().data_ptr() for t in tensors if t.numel()}
+        aliased = [n for n, b in self._buffers.items()
+                   if b.numel() and b.untyped_storage().data_ptr() in held]
+        for n in aliased:
+            del self._buffers[n]
+        return len(aliased)
+
 
 class EngineAdapter:
     """Feeds each version to ``engine`` (see the module docstring for the

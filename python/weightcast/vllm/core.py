@@ -341,6 +341,12 @@ class VllmReceiverCore:
             self.state.dirty = True
             self.state.last_error = str(e)
             raise
+        model = self.loader.model
+        kept = self.adapter.stager.forget_aliased(
+            [*model.parameters(), *model.buffers()])
+        if kept:
+            log.warning("weightcast rank %d: the engine kept %d staged tensors as its own; "
+                        "they get fresh buffers next time", self.state.rank, kept)
         self.state.seconds_apply = time.monotonic() - start
         self.state.applied_version = version
         self.state.dirty = False
