@@ -284,3 +284,20 @@ def test_version_stager_checks_tensors_against_the_engines_model():
     st.add("a", "BF16", (2, 3), np.zeros((2, 3), np.uint16))
     fresh = st.add("b", "F32", (4,), np.full(4, 9, np.float32))
     assert fresh.data_ptr() != b.data_ptr() and kept.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_light_modules_import_without_grpc_or_torch():
+    """What the GPU machine's tests and a receiver-only user import needs
+    neither grpcio nor torch (they are imported where used)."""
+    code = """
+import builtins
+real = builtins.__import__
+def guard(name, *a, **k):
+    if name.split('.')[0] in ('grpc', 'google', 'torch', 'vllm'):
+        raise ImportError('blocked ' + name)
+    return real(name, *a, **k)
+builtins.__import__ = guard
+import weightcast, weightcast.receiver, weightcast.cuda_ipc, weightcast.shm, weightcast.errors
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

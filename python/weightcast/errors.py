@@ -7,7 +7,10 @@ came from, so a caller can act on the code and a person can read the message.
 
 from __future__ import annotations
 
-import grpc
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # grpc only where the control API is used
+    import grpc
 
 
 class WeightcastError(RuntimeError):

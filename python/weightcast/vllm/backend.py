@@ -35,7 +35,7 @@ class WeightcastWeightTransferEngine(WeightTransferEngine[InitInfo, UpdateInfo])
 
     def __init__(self, config, vllm_config, device, model) -> None:
         super().__init__(config, vllm_config, device, model)
-        self.core = VllmReceiverCore(model, vllm_config, self.model_config)
+        self.core = VllmReceiverCore(model, vllm_config, self.model_config, device)
 
     def init_transfer_engine(self, init_info: InitInfo) -> None:
         self.core.init(init_info)

@@ -39,7 +39,7 @@ from weightcast.vllm.fixes import reload_fixes
 
 log = logging.getLogger("weightcast.vllm")
 
-STAGING_MODES = ("host", "none")
+STAGING_MODES = ("host", "device", "none")
 
 
 @dataclass
@@ -49,8 +49,10 @@ class InitInfo:
     ``rendezvous``: host:port of sender 0's rendezvous. ``first_rank``: the
     group rank of this engine's first worker; worker i (data-parallel index
     times world size plus its rank) is ``first_rank + i``. ``staging``:
-    "host" (all or nothing, one host copy of the model) or "none" (stream
-    into the engine). ``check_tensors``: refuse, before voting, a version
+    "host" (all or nothing, one host copy of the model), "device" (the
+    same on the worker's GPU, for NCCL groups; not run yet: no GPU build of
+    vLLM has been available here) or "none" (stream into the engine).
+    ``check_tensors``: refuse, before voting, a version
     whose tensors differ in name, dtype or shape from the checkpoint the
     engine loaded (when that is a local safetensors directory)."""
 
@@ -206,8 +208,9 @@ class WorkerState:
 class VllmReceiverCore:
     """A weightcast receiver rank inside one vLLM worker (see the module doc)."""
 
-    def __init__(self, model, vllm_config, model_config=None):
+    def __init__(self, model, vllm_config, model_config=None, device=None):
         self.vllm_config = vllm_config
+        self.device = device          # the worker's torch.device (None: CPU)
         self.loader = VllmModelLoader(model, vllm_config, model_config or vllm_config.model_config)
         self.info: InitInfo | None = None
         self.receiver: Receiver | None = None
@@ -237,6 +240,10 @@ class VllmReceiverCore:
                 raise ValueError(f"weightcast init_info: {e}") from None
         self.close()
         rank = info.first_rank + self.worker_index(self.vllm_config)
+        cuda = self.device is not None and getattr(self.device, "type", "") == "cuda"
+        if info.staging == "device" and not cuda:
+            raise ValueError(f"weightcast rank {rank}: staging 'device' needs a CUDA worker, "
+                             f"this one is on {self.device or 'cpu'}")
         expect = None
         if info.check_tensors:
             found = checkpoint_tensors(self.loader.model_config.model,
@@ -248,10 +255,14 @@ class VllmReceiverCore:
             expect = found
         stager = VersionStager(expect=expect[0] if expect else None,
                                optional=expect[1] if expect else None,
-                               reuse=info.staging == "host")
+                               reuse=info.staging != "none")
+        # On a GPU worker the receive buffers are on its device (NCCL groups);
+        # "device" staging keeps the tensors there.
         self.receiver = Receiver(info.rendezvous, rank=rank, token=info.token,
                                  timeout_s=info.timeout_s, bind_host=info.bind_host,
-                                 lib_path=info.lib_path or None)
+                                 lib_path=info.lib_path or None,
+                                 cuda_device=(self.device.index or 0) if cuda else 0,
+                                 device_tensors=info.staging == "device")
         self.adapter = EngineAdapter(self.receiver, self.loader, chunk_bytes=info.chunk_bytes,
                                      streaming=info.staging == "none", stager=stager)
         self.info = info

@@ -22,7 +22,8 @@ class WorkerExtension:
     def _weightcast_core(self) -> VllmReceiverCore:
         core = getattr(self, "_weightcast", None)
         if core is None:
-            core = VllmReceiverCore(self.model_runner.get_model(), self.vllm_config)
+            core = VllmReceiverCore(self.model_runner.get_model(), self.vllm_config,
+                                    device=getattr(self, "device", None))
             self._weightcast = core
         return core
 
