@@ -355,3 +355,32 @@ def test_async_engine_in_flight_requests_follow_the_policy(tmp_path, hosts, grou
     finally:
         engine.close()
     assert seen == fresh_outputs(hosts, [tmp_path / f"step{s}" for s in (1, 2, 3)])
+
+
+def test_vllm_dies_on_an_amx_cpu_unless_a_process_asks_for_the_tile_state(tmp_path):
+    """Why the plugin asks Linux for AMX (weightcast.vllm.fixes): without the
+    weightcast plugin, vLLM's first bf16 attention step on an AMX CPU is an
+    illegal instruction; with it, the same engine answers. Skips on CPUs
+    without AMX (nothing to ask for there)."""
+    import subprocess
+    import sys
+
+    if "amx_tile" not in open("/proc/cpuinfo").read():
+        pytest.skip("this CPU has no AMX")
+    model = tiny_models.qwen3_dense()
+    model.save_pretrained(tmp_path / "m")
+    code = ("from vllm import LLM, SamplingParams\n"
+            "if __name__ == '__main__':\n"
+            f"    llm = LLM(model={str(tmp_path / 'm')!r}, skip_tokenizer_init=True,"
+            " enforce_eager=True, max_model_len=256, block_size=32, dtype='bfloat16')\n"
+            "    o = llm.generate([{'prompt_token_ids': [1, 5, 9, 200]}],"
+            " SamplingParams(max_tokens=3, temperature=0), use_tqdm=False)\n"
+            "    print('TOKENS', list(o[0].outputs[0].token_ids))\n")
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CPU_KVCACHE_SPACE="1")
+    without = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(env, VLLM_PLUGINS="lora_filesystem_resolver"))
+    with_plugin = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 env=env)
+    assert without.returncode == -4, without.stderr[-2000:]   # SIGILL
+    assert with_plugin.returncode == 0 and "TOKENS" in with_plugin.stdout, \
+        with_plugin.stderr[-2000:]

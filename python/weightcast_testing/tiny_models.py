@@ -63,3 +63,19 @@ def split_names(model, parts: int) -> list[list[str]]:
     names = list(model.state_dict())
     step = -(-len(names) // parts)
     return [names[i:i + step] for i in range(0, len(names), step)]
+
+
+def save_word_tokenizer(path: str, vocab_size: int = 512) -> None:
+    """A word-level tokenizer over "w<id>" words (ids 0-3: <unk> <s> </s>
+    <pad>), for servers that need one (vLLM's OpenAI server for logprobs)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # noqa: PLC0415
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    vocab.update({f"w{i}": i for i in range(len(specials), vocab_size)})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>", pad_token="<pad>").save_pretrained(path)

@@ -1,6 +1,16 @@
 """Where vLLM's own reload path is wrong, and what weightcast does about it.
 Each fix names the vLLM versions it applies to and is a no-op elsewhere.
 
+AMX tile permission (vLLM 0.32 on x86 CPUs with AMX, Linux >= 5.16)
+    vLLM's CPU attention picks its AMX kernel for bf16 with block sizes
+    that are multiples of 32, but nothing in the process asks Linux for the
+    AMX tile state first (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA): the
+    first tile instruction then kills the process with SIGILL, unless some
+    oneDNN call happened to ask before (seen with ``vllm serve``, whose
+    worker dies at its first request with no traceback). The plugin entry
+    point runs in every vLLM process, so ``request_amx_permission`` is
+    called from it; the request is idempotent and a no-op without AMX.
+
 CPU MoE experts after a layerwise reload (vLLM 0.32 on CPU)
     On the first load, ``UnquantizedFusedMoEMethod._setup_kernel`` builds
     the kernel and lets the CPU experts pad the intermediate size (to a
@@ -20,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 
 log = logging.getLogger("weightcast.vllm")
 
@@ -27,6 +38,30 @@ log = logging.getLogger("weightcast.vllm")
 CPU_MOE_RELOAD_AFFECTED = ("0.32.",)
 # Set to 0 to turn the fix off (tests use it to show it is needed).
 DISABLE_ENV = "WEIGHTCAST_VLLM_DISABLE_CPU_MOE_FIX"
+
+
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+_SYS_ARCH_PRCTL = 158   # x86-64
+
+
+def request_amx_permission() -> bool:
+    """Asks Linux for the AMX tile state for this process (see the module
+    doc). Returns whether it was granted (False: not x86-64 Linux, no AMX)."""
+    import platform  # noqa: PLC0415
+
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            if "amx_tile" not in f.read():
+                return False
+    except OSError:
+        return False
+    import ctypes  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
 
 
 def _cpu_moe_affected() -> bool:
