@@ -34,12 +34,18 @@ def test_committed_stubs_match_the_proto(tmp_path):
 
 
 def test_pip_installs_the_package_into_a_clean_venv(tmp_path):
+    import shutil
+
+    # From a copy: a build writes build/ and *.egg-info beside its sources.
+    src = tmp_path / "src"
+    shutil.copytree(os.path.join(REPO, "python"), src, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", "__pycache__", "weightcast_testing"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = str(venv / "bin" / "python")
-    # The light dependencies come from this venv's wheels cache or PyPI.
+    # The light dependencies come from pip's cache or PyPI.
     r = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        os.path.join(REPO, "python")], capture_output=True, text=True)
+                        str(src)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     check = ("import importlib.metadata as m, weightcast, weightcast.control, "
              "weightcast.orchestrator, weightcast.receiver, sys;"
