@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import time
-import traceback
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -32,6 +31,7 @@ async def main_async(args, out) -> int:
 
     from weightcast.vllm import VllmUpdater  # noqa: PLC0415
     from weightcast_testing.tiny_models import PROMPTS  # noqa: PLC0415
+    from weightcast_testing.vllm_host import error_fields  # noqa: PLC0415
 
     t0 = time.monotonic()
     engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
@@ -104,9 +104,7 @@ async def main_async(args, out) -> int:
             else:
                 reply(ok=False, error=f"unknown op {op!r}", type="ValueError")
         except Exception as e:  # noqa: BLE001 - reported to the driver
-            traceback.print_exc()
-            reply(ok=False, error=str(e), type=type(e).__name__,
-                  dirty=bool(getattr(e, "dirty", False)))
+            reply(**error_fields(e))
     engine.shutdown()
     return 0
 

@@ -28,6 +28,15 @@ import traceback
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+def error_fields(e: BaseException) -> dict:
+    """The reply to a request that raised (both hosts)."""
+    from weightcast.errors import ReceiveError  # noqa: PLC0415
+
+    traceback.print_exc()
+    return dict(ok=False, error=str(e), type=type(e).__name__,
+                dirty=bool(getattr(e, "dirty", False)), weightcast=isinstance(e, ReceiveError))
+
+
 def engine_kwargs(args) -> dict:
     kw = dict(dtype=args.dtype, enforce_eager=True, max_model_len=256, skip_tokenizer_init=True,
               block_size=32, tensor_parallel_size=args.tp, seed=0)
@@ -76,7 +85,6 @@ def main() -> int:
                               "|".join(str(i % os.cpu_count()) for i in range(args.tp)))
     from vllm import LLM  # noqa: PLC0415
 
-    from weightcast.errors import ReceiveError  # noqa: PLC0415
     from weightcast.vllm import VllmUpdater  # noqa: PLC0415
 
     t0 = time.monotonic()
@@ -145,10 +153,7 @@ def main() -> int:
             else:
                 reply(ok=False, error=f"unknown op {op!r}", type="ValueError")
         except Exception as e:  # noqa: BLE001 - reported to the driver
-            traceback.print_exc()
-            reply(ok=False, error=str(e), type=type(e).__name__,
-                  dirty=bool(getattr(e, "dirty", False)),
-                  weightcast=isinstance(e, ReceiveError))
+            reply(**error_fields(e))
     return 0
 
 
