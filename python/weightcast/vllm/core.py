@@ -155,8 +155,12 @@ class VllmModelLoader:
             raise ReceiveError(f"version {version}: a reload bracket is already open", version)
         bracket = ExitStack()
         bracket.enter_context(reload_fixes(self.model))
-        with self._context():
-            initialize_layerwise_reload(self.model)
+        try:
+            with self._context():
+                initialize_layerwise_reload(self.model)
+        except BaseException:
+            bracket.close()
+            raise
         self._bracket = bracket
         self.loaded_names = set()
 
