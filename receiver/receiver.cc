@@ -63,7 +63,15 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
       if (!r.ok()) return r.status();
       return std::optional<ReceiveResult>(*std::move(r));
     }
-    if (!absl::IsDeadlineExceeded(a.status())) return a.status();
+    // UNAVAILABLE: sender 0's rendezvous is down (stopped, aborted,
+    // restarting). That is the senders' business, not an end of this rank:
+    // keep waiting for the next announcement, as for a quiet group.
+    if (absl::IsUnavailable(a.status())) {
+      absl::SleepFor(std::min(absl::Milliseconds(200), std::max(absl::ZeroDuration(),
+                                                                slice - absl::Now())));
+    } else if (!absl::IsDeadlineExceeded(a.status())) {
+      return a.status();
+    }
     // A coordinator that restarted numbers its announcements from 1 again:
     // follow the new incarnation from its current announcement rather than
     // wait for a sequence number it reaches late.

@@ -59,7 +59,9 @@ class Receiver {
   // call again), then runs that update to its end. A version the group
   // aborted is a result with committed == false, not an error; errors are
   // for this rank's own failures (transport, store), after which the sink
-  // has been aborted and the next call re-joins. CANCELLED after Stop().
+  // has been aborted and the next call re-joins. CANCELLED after Stop(),
+  // and only then: sender 0's rendezvous going away (a peer's planned stop)
+  // is waited out like a quiet group.
   [[nodiscard]] absl::StatusOr<std::optional<ReceiveResult>> ReceiveNext(Sink& sink,
                                                                          absl::Duration wait);
 

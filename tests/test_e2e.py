@@ -198,3 +198,28 @@ def test_a_discarding_receiver_verifies_and_writes_nothing(make_cluster):
     r = c.update(2)
     assert r[0].rc == 1 and "checksum mismatch" in (r[0].out + r[0].err)
     assert not os.path.exists(c.receiver_out(1))
+
+
+def test_receivers_outlive_an_abort_of_sender_0_and_take_the_next_version(make_cluster):
+    """Aborting sender 0 (its rendezvous goes away) is the senders' planned
+    stop: the receivers keep running, log no error exit, and take the next
+    version once the senders are initialised again."""
+    import time
+
+    c = make_cluster()
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    for s in range(c.num_senders):
+        assert c.ctl(s, "abort").rc == 0
+    time.sleep(3)
+    for rank, p in c.receivers.items():
+        assert p.poll() is None, f"receiver {rank} exited ({p.returncode}) after sender 0's abort"
+    for s in range(c.num_senders):
+        assert c.init(s).rc == 0
+    c.write_version(2)
+    results = c.update(2)
+    assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
+    for rank in c.receivers:
+        c.verify(rank, 2)

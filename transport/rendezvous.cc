@@ -163,6 +163,20 @@ absl::Status Named(const std::string& address, const grpc::Status& s) {
   return absl::Status(a.code(), absl::StrCat("rendezvous ", address, ": ", a.message()));
 }
 
+// CANCELLED from the server is its shutdown (sender 0 stopping or aborted):
+// the peer's planned stop, never this client's own, which is only ever
+// CANCELLED when Cancel() was called. Callers see UNAVAILABLE and may wait
+// for the server to come back.
+absl::Status ServerStatus(const std::string& address, const grpc::Status& s,
+                          bool own_cancel) {
+  if (s.error_code() == grpc::StatusCode::CANCELLED && !own_cancel) {
+    return absl::UnavailableError(absl::StrCat(
+        "rendezvous ", address, ": its server is shutting down (sender 0 stopped or was "
+        "aborted): ", s.error_message()));
+  }
+  return Named(address, s);
+}
+
 }  // namespace
 
 RendezvousClient::RendezvousClient(const std::string& address, std::string token,
@@ -195,7 +209,9 @@ absl::Status RendezvousClient::Call(absl::Time deadline,
     ctx.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + kClientSlice)));
     if (!token_.empty()) ctx.AddMetadata(kTokenMetadataKey, token_);
     grpc::Status s = rpc(ctx);
-    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) return Named(address_, s);
+    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return ServerStatus(address_, s, Cancelled());
+    }
     if (absl::Now() >= deadline) {
       return absl::UnavailableError(absl::StrCat("rendezvous ", address_, ": no answer"));
     }
@@ -248,7 +264,9 @@ absl::Status RendezvousClient::Wait(const std::vector<std::string>& keys, absl::
     v1::WaitResponse resp;
     grpc::Status s = stub_->Wait(&ctx, req, &resp);
     if (s.ok()) return absl::OkStatus();
-    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) return Named(address_, s);
+    if (s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return ServerStatus(address_, s, Cancelled());
+    }
     if (absl::Now() >= deadline) {
       // The server names the missing keys when it answered; otherwise it
       // never answered.

@@ -117,7 +117,8 @@ class RendezvousClient {
   [[nodiscard]] absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline);
   [[nodiscard]] absl::StatusOr<uint64_t> ErasePrefix(const std::string& prefix,
                                                      absl::Time deadline = absl::InfiniteFuture());
-  // Makes pending and later calls return CANCELLED promptly.
+  // Makes pending and later calls return CANCELLED promptly. (The
+  // server's own shutdown reaches callers as UNAVAILABLE, never CANCELLED.)
   void Cancel();
 
   [[nodiscard]] const std::string& address() const { return address_; }
