@@ -209,10 +209,19 @@ def test_orchestrator_names_a_failing_sender_at_once_and_recovers(daemons, tmp_p
     cfg = GroupConfig(host="127.0.0.1", port=port, num_senders=2, inference_world_size=1,
                       token="t", timeout_s=30)
     group.init(cfg)
-    parts = [{"a": torch.ones(8)}, {"b": torch.full((8,), 2.0)}]
-    sidecars = [TrainerSidecar(a, shm_dir=str(tmp_path)) for a in addrs]
-    for sc, p in zip(sidecars, parts):
-        sc.register(p)
+    from weightcast.shm import ShmTensorFile
+
+    files = [ShmTensorFile.create(str(tmp_path / f"p{s}.bin"), [(n, "F32", (8,))])
+             for s, n in enumerate("ab")]
+    for f, value in zip(files, (1.0, 2.0)):
+        f.array(f.names()[0])[...] = value
+    with pytest.raises(GroupError) as e:   # a bad part is refused, naming its sender
+        group.register([{"tensors": files[0].descriptors()["tensors"]},
+                        {"tensors": [dict(files[1].descriptors()["tensors"][0], dtype="Q")]}])
+    assert e.value.first == 1 and "unknown dtype" in str(e.value)
+    assert group.register([{"tensors": f.descriptors()["tensors"]} for f in files]) == {
+        0: (1, 32), 1: (1, 32)}
+    sidecars = []
     recv = start_recv(tmp_path, port, 2, "t")
     try:
         assert group.update(1, deadline_s=60).version == 1

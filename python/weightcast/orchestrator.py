@@ -99,6 +99,16 @@ class Orchestrator:
         self._each("init", lambda r, s: s.init(config, r), ranks=[0])
         self._each("init", lambda r, s: s.init(config, r), ranks=range(1, len(self.sidecars)))
 
+    def register(self, parts: Sequence[dict]) -> dict[int, tuple[int, int]]:
+        """RegisterTensors on every sender at once: ``parts[r]`` holds the
+        keyword arguments of ``Sidecar.register`` for sender r (descriptor
+        dicts, or ``checkpoint_dir=``; ``config=``). For tensors a trainer
+        rank owns, its ``TrainerSidecar`` registers them itself. Returns
+        rank -> (tensors registered, bytes)."""
+        if len(parts) != len(self.sidecars):
+            raise ValueError(f"{len(parts)} parts for {len(self.sidecars)} senders")
+        return self._each("register", lambda r, s: s.register(**parts[r]))
+
     def status(self) -> dict[int, SidecarStatus]:
         return self._each("status", lambda r, s: s.status())
 
