@@ -12,9 +12,8 @@ absl::StatusOr<GlobalManifest> ExchangeManifests(Transport& transport, uint32_t 
                                                  uint64_t weight_version,
                                                  const SenderManifest* mine,
                                                  absl::Duration op_timeout) {
-  if (transport.IsDeviceMemory()) {
-    return absl::UnimplementedError("manifest exchange over a device-memory transport");
-  }
+  // The manifests are host memory on any transport (BroadcastHost stages
+  // them through device memory where the transport moves that).
   std::vector<SenderManifest> parts;
   parts.reserve(num_senders);
   for (uint32_t s = 0; s < num_senders; ++s) {
