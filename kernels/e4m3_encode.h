@@ -27,6 +27,16 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint8_t EncodeE4M3Satfinite(float x) {
   return static_cast<uint8_t>(__nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3));
 }
 
+// The code of `x` in a block of scale `scale`: x / scale encoded, but a NaN
+// keeps the sign of `x` itself. (A GPU's division returns the canonical +NaN
+// for any NaN operand, so the sign must not be read after it.)
+WC_HOST_DEVICE WC_FORCE_INLINE uint8_t EncodeE4M3Scaled(float x, float scale) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint8_t>(0x7F | ((u >> 24) & 0x80));
+  return EncodeE4M3Satfinite(x / scale);
+}
+
 }  // namespace weightcast
 
 #endif  // WEIGHTCAST_KERNELS_E4M3_ENCODE_H_

@@ -3,6 +3,7 @@
 // stride, plus dense neighbourhoods of every rounding and range edge; and
 // cuda_fp8.h's decode against DecodeE4M3 for all 256 codes.
 #include "kernels/e4m3_encode.h"
+#include "kernels/float_bits.h"
 
 #include <cmath>
 #include <cstring>
@@ -62,22 +63,38 @@ TEST(E4M3EncodeTest, NanKeepsItsSign) {
   EXPECT_EQ(EncodeE4M3Satfinite(-INFINITY), 0xFE);
 }
 
+TEST(E4M3EncodeTest, ScaledEncodeTakesTheSignOfANanFromTheUnscaledValue) {
+  // A GPU's x / scale is the canonical +NaN for any NaN x; the sign must
+  // come from x (the CPU twin writes 0xFF for -NaN).
+  for (float scale : {1.0f, 0.001f, 3.5f}) {
+    EXPECT_EQ(EncodeE4M3Scaled(-NAN, scale), 0xFF) << scale;
+    EXPECT_EQ(EncodeE4M3Scaled(NAN, scale), 0x7F) << scale;
+    for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 447.0f, 1e6f, -INFINITY}) {
+      EXPECT_EQ(EncodeE4M3Scaled(x, scale), EncodeE4M3Satfinite(x / scale)) << x << " " << scale;
+    }
+  }
+}
+
+TEST(E4M3EncodeTest, HalfBitsToFloatIsExactAndKeepsTheSignOfNan) {
+  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
+    const float f = HalfBitsToFloat(static_cast<uint16_t>(bits));
+    __half_raw raw;
+    raw.x = static_cast<uint16_t>(bits);
+    const float want = __half2float(__half(raw));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(f)) << bits;
+      EXPECT_EQ(std::signbit(f), (bits & 0x8000u) != 0) << bits;
+    } else {
+      EXPECT_EQ(f, want) << bits;
+      EXPECT_EQ(std::signbit(f), std::signbit(want)) << bits;
+    }
+  }
+}
+
 TEST(E4M3EncodeTest, CudaDecodeMatchesReference) {
   for (int code = 0; code < 256; ++code) {
     const __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(code), __NV_E4M3);
-    // half -> float by bits (exact).
-    const uint32_t sign = (h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1F, mant = h.x & 0x3FF;
-    float f;
-    if (exp == 0x1F) {
-      f = mant ? NAN : INFINITY;
-      if (sign) f = -f;
-    } else if (exp == 0) {
-      f = std::ldexp(static_cast<float>(mant), -24);
-      if (sign) f = -f;
-    } else {
-      const uint32_t bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
-      std::memcpy(&f, &bits, 4);
-    }
+    const float f = HalfBitsToFloat(h.x);
     const float want = DecodeE4M3(static_cast<uint8_t>(code));
     if (std::isnan(want)) {
       EXPECT_TRUE(std::isnan(f)) << code;

@@ -25,6 +25,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/e4m3_encode.h"
+#include "kernels/float_bits.h"
 
 namespace weightcast {
 namespace {
@@ -38,9 +39,10 @@ constexpr int kColsPerLane = kBlock / 32;            // 4
 __device__ __forceinline__ float LoadElement(const uint8_t* p, Fp8SourceType t) {
   switch (t) {
     case Fp8SourceType::kBF16:
-      return __uint_as_float(static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(p)) << 16);
+      return Bf16BitsToFloat(*reinterpret_cast<const uint16_t*>(p));
     case Fp8SourceType::kF16:
-      return __half2float(*reinterpret_cast<const __half*>(p));
+      // Not __half2float: it drops a NaN's sign, the CPU twin keeps it.
+      return HalfBitsToFloat(*reinterpret_cast<const uint16_t*>(p));
     default:
       return *reinterpret_cast<const float*>(p);
   }
@@ -127,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8QuantizeKernel(Fp8QuantizePara
     const uint64_t cbase = static_cast<uint64_t>(lane) * kColsPerLane;
     uint8_t code[kColsPerLane];
 #pragma unroll
-    for (int j = 0; j < kColsPerLane; ++j) code[j] = EncodeE4M3Satfinite(v[i][j] / scale);
+    for (int j = 0; j < kColsPerLane; ++j) code[j] = EncodeE4M3Scaled(v[i][j], scale);
     if (cbase + kColsPerLane <= ncols && (reinterpret_cast<uintptr_t>(out) & 3) == 0) {
       *reinterpret_cast<uint32_t*>(out) = static_cast<uint32_t>(code[0]) |
                                           (static_cast<uint32_t>(code[1]) << 8) |

@@ -1,5 +1,7 @@
 #include "kernels/fp8_reference.h"
 
+#include "kernels/float_bits.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -52,31 +54,9 @@ float Fp8BlockScale(float amax, const Fp8Options& o) {
   return scale;
 }
 
-float Bf16ToFloat(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float Bf16ToFloat(uint16_t bits) { return Bf16BitsToFloat(bits); }
 
-float F16ToFloat(uint16_t h) {
-  const uint32_t sign = (h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1F;
-  const uint32_t mant = h & 0x3FF;
-  float f;
-  if (exp == 0) {
-    f = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
-    return sign ? -f : f;
-  }
-  uint32_t u;
-  if (exp == 0x1F) {
-    u = sign | 0x7F800000u | (mant << 13);  // inf / NaN
-  } else {
-    u = sign | ((exp + 112) << 23) | (mant << 13);
-  }
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float F16ToFloat(uint16_t h) { return HalfBitsToFloat(h); }
 
 float LoadAsFloat(DType dtype, const std::byte* base, uint64_t i) {
   switch (dtype) {
