@@ -62,17 +62,15 @@ def test_pip_installs_the_package_into_a_clean_venv(tmp_path):
 
 @pytest.fixture
 def daemons(tmp_path):
-    from weightcast_testing.cluster import default_bin_dir, free_port
+    from weightcast_testing.cluster import free_port, spawn_weightcastd
 
     procs = []
 
     def start(n):
         addrs = []
         for s in range(n):
-            addr = f"unix:{tmp_path}/d{len(procs)}.sock"
-            procs.append(subprocess.Popen([os.path.join(default_bin_dir(), "weightcastd"),
-                                           "--listen", addr], stderr=subprocess.DEVNULL))
-            addrs.append(addr)
+            procs.append(spawn_weightcastd(str(tmp_path), s))
+            addrs.append(f"unix:{tmp_path}/wc{s}.sock")
         for a in addrs:
             deadline = time.time() + 20
             while True:

@@ -66,7 +66,6 @@ class Orchestrator:
         self._pool = ThreadPoolExecutor(max_workers=max(2, 2 * len(addresses)),
                                         thread_name_prefix="weightcast-orchestrator")
         self._config: GroupConfig | None = None
-        self._aborted: set[int] = set()   # senders to initialise again
 
     def __len__(self) -> int:
         return len(self.sidecars)
@@ -95,7 +94,6 @@ class Orchestrator:
             raise ValueError(f"config.num_senders is {config.num_senders}, the group has "
                              f"{len(self.sidecars)} sidecars")
         self._config = config
-        self._aborted.clear()
         self._each("init", lambda r, s: s.init(config, r), ranks=[0])
         self._each("init", lambda r, s: s.init(config, r), ranks=range(1, len(self.sidecars)))
 
@@ -115,9 +113,7 @@ class Orchestrator:
     def abort(self) -> dict[int, bool]:
         """Abort on every sender: rank -> whether an update was in flight.
         The next ``update`` initialises them again."""
-        out = self._each("abort", lambda r, s: s.abort())
-        self._aborted.update(range(len(self.sidecars)))
-        return out
+        return self._each("abort", lambda r, s: s.abort())
 
     def update(self, version: int, deadline_s: float | None = None) -> GroupUpdate:
         """Version ``version`` on every sender at once. Returns when all
@@ -179,32 +175,29 @@ class Orchestrator:
                 self.sidecars[r].abort()
             except ControlError:
                 pass
-            self._aborted.add(r)
         with done:
             for r in stuck:
-                if r not in failures:
-                    failures[r] = ControlError(
-                        self.sidecars[r].address, grpc.StatusCode.ABORTED,
-                        f"version {version}: aborted by the orchestrator" + (
-                            f" after sender {order[0]} failed" if order else
-                            f", not committed within {deadline_s} s"), r)
+                failures[r] = ControlError(
+                    self.sidecars[r].address, grpc.StatusCode.ABORTED,
+                    f"version {version}: aborted by the orchestrator" + (
+                        f" after sender {order[0]} failed" if order else
+                        f", not committed within {deadline_s} s"), r)
             if not order:
                 order = list(stuck)
             raise GroupError(f"update {version}", dict(failures), order[0])
 
     def _reinit(self) -> None:
-        """Initialises again the senders this orchestrator aborted and those
-        that report themselves uninitialised (aborted from elsewhere, or
+        """Initialises again the senders that report themselves
+        uninitialised (aborted, by this orchestrator or elsewhere, or
         restarted), sender 0 first."""
         config = self._config
         assert config is not None
         states = self._each("status", lambda r, s: s.status().state)
-        again = sorted(self._aborted | {r for r, st in states.items() if st == "uninitialized"})
+        again = sorted(r for r, st in states.items() if st == "uninitialized")
         self._each("init (after abort)", lambda r, s: s.init(config, r),
                    ranks=[r for r in again if r == 0])
         self._each("init (after abort)", lambda r, s: s.init(config, r),
                    ranks=[r for r in again if r != 0])
-        self._aborted.clear()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -556,7 +556,7 @@ class EngineAdapter:
             raise ValueError("receive stages a version; a streaming adapter uses poll")
         return self.receiver.next(
             begin=self.stager.begin,
-            tensor=lambda name, dtype, shape, arr: self.stager.add(name, dtype, shape, arr),
+            tensor=self.stager.add,
             commit=None, abort=None, wait_s=wait_s)
 
     def apply(self) -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Mapping
 
 from weightcast.control import BucketSent, Committed, Planned, Sidecar, SourceReleased
-from weightcast.errors import ControlError, WeightcastError
+from weightcast.errors import WeightcastError
 
 __all__ = ["TrainerSidecar", "Publication"]
 
@@ -194,7 +194,7 @@ class TrainerSidecar:
         return current
 
     def _register(self, tensors: dict[str, Any], replace: bool) -> None:
-        from weightcast.cuda_ipc import describe_tensors, safetensors_dtype  # noqa: PLC0415
+        from weightcast.cuda_ipc import describe_tensors  # noqa: PLC0415
 
         torch = _torch()
         descs: list[dict] = []
@@ -205,22 +205,20 @@ class TrainerSidecar:
                 raise TypeError(f"tensor {name!r}: a torch.Tensor, got {type(t).__name__}")
             (cuda if t.is_cuda else cpu)[name] = t
         if cuda:
-            for name, t in cuda.items():
-                if not t.is_contiguous():
-                    raise ValueError(f"tensor {name!r}: not contiguous (CUDA IPC reads it in place)")
             for d in describe_tensors({n: t.detach() for n, t in cuda.items()}):
                 t = cuda[d["name"]]
                 self._entries[d["name"]] = _Entry(d["name"], d["dtype"], tuple(t.shape),
                                                   t.data_ptr(), True)
                 descs.append(d)
         if cpu:
-            descs += self._place_in_shm(cpu, safetensors_dtype)
+            descs += self._place_in_shm(cpu)
         self.sidecar.register(descs, replace=replace, config=self._config)
 
-    def _place_in_shm(self, tensors: dict[str, Any], st_dtype) -> list[dict]:
+    def _place_in_shm(self, tensors: dict[str, Any]) -> list[dict]:
         """Copies CPU tensors into slots of a new shared-memory file (one
         slot per distinct tensor object: tied weights share it) and, when
         sharing, points them at their slots."""
+        from weightcast.cuda_ipc import safetensors_dtype  # noqa: PLC0415
         from weightcast.shm import ShmTensorFile  # noqa: PLC0415
 
         torch = _torch()
@@ -230,7 +228,7 @@ class TrainerSidecar:
             if id(t) in first_name:
                 continue
             first_name[id(t)] = name
-            specs.append((name, st_dtype(t.dtype), tuple(t.shape)))
+            specs.append((name, safetensors_dtype(t.dtype), tuple(t.shape)))
         path = os.path.join(self.shm_dir, f"weightcast-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin")
         f = ShmTensorFile.create(path, specs)
         slots = dict(f.slots)
@@ -269,12 +267,10 @@ class TrainerSidecar:
 
         torch = _torch()
         current = self._current()
-        if set(current) - set(self._entries) or set(self._entries) - set(current):
-            gone = set(self._entries) - set(current)
-            if gone:  # the registry cannot drop single names: start over
-                self._release_files()
-                self._register(current, replace=True)
-                return
+        if set(self._entries) - set(current):  # the registry cannot drop single names
+            self._release_files()
+            self._register(current, replace=True)
+            return
         changed: dict[str, Any] = {}
         with torch.no_grad():
             for name, t in current.items():
@@ -336,11 +332,6 @@ class TrainerSidecar:
     def close(self) -> None:
         """Removes the shared-memory files (shared parameters keep their
         pages until they are freed). The sidecar keeps running."""
-        if self._last is not None:
-            try:
-                self._last.result(timeout_s=0)
-            except (ControlError, TimeoutError, WeightcastError):
-                pass
         self._release_files()
         self.sidecar.close()
 

@@ -40,6 +40,18 @@ def default_bin_dir() -> str:
     return os.environ.get("WEIGHTCAST_BIN", os.path.join(REPO, "bazel-bin", "cmd"))
 
 
+def spawn_weightcastd(workdir: str, s: int, env: dict | None = None,
+                      bin_dir: str | None = None) -> subprocess.Popen:
+    """Sender daemon ``s`` listening on unix:WORKDIR/wc<s>.sock (a stale
+    socket removed first), logging to WORKDIR/weightcastd<s>.log."""
+    path = f"{workdir}/wc{s}.sock"
+    if os.path.exists(path):
+        os.unlink(path)
+    log = open(f"{workdir}/weightcastd{s}.log", "w")
+    return subprocess.Popen([os.path.join(bin_dir or default_bin_dir(), "weightcastd"),
+                             "--listen", f"unix:{path}"], stdout=log, stderr=log, env=env)
+
+
 def free_port() -> int:
     """A free port below the ephemeral range. A rendezvous port inside that
     range can be taken, while its daemon restarts, by a client's own
@@ -113,13 +125,8 @@ class Cluster:
 
     def start_daemons(self) -> None:
         for s in range(self.num_senders):
-            path = f"{self.workdir}/wc{s}.sock"
-            if os.path.exists(path):
-                os.unlink(path)
-            log = open(f"{self.workdir}/weightcastd{s}.log", "w")
-            self.daemons.append(subprocess.Popen(
-                [self.bin("weightcastd"), "--listen", self.sock(s)], stdout=log, stderr=log,
-                env=self.env(f"sender{s}")))
+            self.daemons.append(spawn_weightcastd(self.workdir, s, self.env(f"sender{s}"),
+                                                  self.bin_dir))
         for s in range(self.num_senders):
             deadline = time.time() + 20
             while self.ctl(s, "status").rc != 0:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from weightcast.control import GroupConfig
 from weightcast.orchestrator import Orchestrator
 from weightcast.trainer import TrainerSidecar
-from weightcast_testing.cluster import REPO, default_bin_dir, free_port
+from weightcast_testing.cluster import REPO, default_bin_dir, free_port, spawn_weightcastd
 
 
 
@@ -116,16 +116,8 @@ class TrainingGroup:
 
         os.makedirs(self.workdir, exist_ok=True)
         self.port = free_port()
-        self.daemons: list[subprocess.Popen] = []
         self.receivers: list[subprocess.Popen] = []
-        for s in range(self.num_senders):
-            path = f"{self.workdir}/wc{s}.sock"
-            if os.path.exists(path):
-                os.unlink(path)
-            log = open(f"{self.workdir}/weightcastd{s}.log", "w")
-            self.daemons.append(subprocess.Popen(
-                [os.path.join(default_bin_dir(), "weightcastd"), "--listen", f"unix:{path}"],
-                stdout=log, stderr=log))
+        self.daemons = [spawn_weightcastd(self.workdir, s) for s in range(self.num_senders)]
         self.addresses = [f"unix:{self.workdir}/wc{s}.sock" for s in range(self.num_senders)]
         self.group = Orchestrator(self.addresses)
         deadline = time.time() + 20

@@ -136,7 +136,6 @@ class VllmModelLoader:
         self.model_config = model_config
         self.dirty = False
         self._bracket: ExitStack | None = None
-        self.loaded_names: set[str] = set()
 
     def _context(self) -> ExitStack:
         import torch  # noqa: PLC0415
@@ -162,13 +161,10 @@ class VllmModelLoader:
             bracket.close()
             raise
         self._bracket = bracket
-        self.loaded_names = set()
 
     def load_weights(self, pairs) -> None:
         with self._context():
-            loaded = self.model.load_weights(iter(pairs))
-        if loaded:
-            self.loaded_names.update(loaded)
+            self.model.load_weights(iter(pairs))
 
     def _close(self) -> None:
         from vllm.model_executor.model_loader.reload import (  # noqa: PLC0415
@@ -216,7 +212,6 @@ class VllmReceiverCore:
         self.vllm_config = vllm_config
         self.device = device          # the worker's torch.device (None: CPU)
         self.loader = VllmModelLoader(model, vllm_config, model_config or vllm_config.model_config)
-        self.info: InitInfo | None = None
         self.receiver: Receiver | None = None
         self.adapter: EngineAdapter | None = None
         self.state = WorkerState()
@@ -269,7 +264,6 @@ class VllmReceiverCore:
                                  device_tensors=info.staging == "device")
         self.adapter = EngineAdapter(self.receiver, self.loader, chunk_bytes=info.chunk_bytes,
                                      streaming=info.staging == "none", stager=stager)
-        self.info = info
         self.state = WorkerState(rank=rank)
         log.info("weightcast: worker joined as rank %d of the group at %s (staging %s)", rank,
                  info.rendezvous, info.staging)
@@ -353,7 +347,7 @@ class VllmReceiverCore:
         try:
             self.adapter.apply()
         except ReceiveError as e:
-            self.state.dirty = True
+            self.state.dirty = self.loader.dirty   # abort_update(dirty=True) set it
             self.state.last_error = str(e)
             raise
         model = self.loader.model
@@ -364,7 +358,7 @@ class VllmReceiverCore:
                         "they get fresh buffers next time", self.state.rank, kept)
         self.state.seconds_apply = time.monotonic() - start
         self.state.applied_version = version
-        self.state.dirty = False
+        self.state.dirty = self.loader.dirty
         self.state.versions.append(version)
         return version
 

@@ -35,11 +35,8 @@ class WorkerExtension:
         """Receives one version (see UpdateInfo) and applies it; returns it."""
         core = self._weightcast_core()
         core.start()
-        try:
-            core.receive(update_info or {})
-        finally:
-            version = core.finish()
-        return version
+        core.receive(update_info or {})
+        return core.finish()
 
     def weightcast_state(self) -> dict:
         return asdict(self._weightcast_core().state)
