@@ -20,7 +20,6 @@ mode) or, streamed, is labelled "dirty" until a good version lands.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict
 
 from weightcast.errors import ReceiveError, VersionAborted
@@ -70,14 +69,18 @@ class VllmUpdater:
         ``get_weight_version()``, needs nothing)."""
         return self.engine.collective_rpc(worker_state)
 
+    @staticmethod
+    def _update_info(version: int, wait_s: float) -> dict:
+        if not version:
+            raise ValueError("update needs the version: it labels the engine's weights")
+        return asdict(UpdateInfo(version=version, wait_s=wait_s))
+
     def _streaming(self) -> bool:
         return self.info is not None and self.info.staging == "none"
 
     def update(self, version: int, wait_s: float = 120.0) -> int:
         """Receives ``version`` and applies it (see the module doc)."""
-        info = asdict(UpdateInfo(version=version, wait_s=wait_s))
-        if not version:
-            raise ValueError("update needs the version: it labels the engine's weights")
+        info = self._update_info(version, wait_s)
         e = self.engine
         e.start_weight_update()
         try:
@@ -99,9 +102,7 @@ class VllmUpdater:
 
         if in_flight not in IN_FLIGHT_POLICIES:
             raise ValueError(f"in_flight={in_flight!r}: one of {IN_FLIGHT_POLICIES}")
-        if not version:
-            raise ValueError("update needs the version: it labels the engine's weights")
-        info = asdict(UpdateInfo(version=version, wait_s=wait_s))
+        info = self._update_info(version, wait_s)
         e = self.engine
         paused = False
         if self._streaming():   # streamed weights change during the receive
@@ -122,9 +123,7 @@ class VllmUpdater:
             await e.finish_weight_update(weight_version=str(version))
             # Running requests hold KV blocks of the old weights: "keep"
             # recomputes them on the new ones.
-            reset = e.reset_prefix_cache(reset_running_requests=in_flight == "keep")
-            if inspect.isawaitable(reset):
-                await reset
+            await e.reset_prefix_cache(reset_running_requests=in_flight == "keep")
         finally:
             if paused:
                 await e.resume_generation()
