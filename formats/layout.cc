@@ -28,7 +28,8 @@ struct View {
   }
 };
 
-enum class Role { kGate, kUp, kDown };
+// kBias: gpt_oss's expert biases, which go wherever its fused experts go.
+enum class Role { kGate, kUp, kDown, kBias };
 
 // Everything found of one routed-expert block "P" (= "<prefix>.<block>.experts").
 struct Block {
@@ -36,6 +37,7 @@ struct Block {
   size_t first_source = 0;
   std::map<uint64_t, std::array<std::optional<uint32_t>, 3>> per_expert;
   std::optional<uint32_t> gate_up, down;  // fused
+  std::vector<uint32_t> biases;           // fused, gpt_oss
   std::optional<uint32_t> w1, w2, w3;     // stacked
 };
 
@@ -73,6 +75,9 @@ std::optional<Parsed> ParseExpertName(const FamilyRules& f, const std::string& n
     if (rest == "w1") return Parsed{prefix, SourceLayout::kStacked, Role::kGate};
     if (rest == "w3") return Parsed{prefix, SourceLayout::kStacked, Role::kUp};
     if (rest == "w2") return Parsed{prefix, SourceLayout::kStacked, Role::kDown};
+    if (f.expert_biases && (rest == "gate_up_proj_bias" || rest == "down_proj_bias")) {
+      return Parsed{prefix, SourceLayout::kFused, Role::kBias};
+    }
     if (in_memory_name) continue;  // per-expert keys use the checkpoint's names
     const size_t dot = rest.find('.');
     uint64_t e = 0;
@@ -98,17 +103,6 @@ std::string FusedPrefix(const FamilyRules& f, const std::string& prefix) {
   if (f.fused_block.empty()) return prefix;
   const size_t at = prefix.rfind(f.block + ".experts");
   return absl::StrCat(prefix.substr(0, at), f.fused_block, ".experts");
-}
-
-// The router (and anything else of the block) moves with the block's name
-// between the in-memory and checkpoint namings (Mixtral).
-std::string RenameBlock(const FamilyRules& f, const std::string& name, bool to_checkpoint) {
-  if (f.fused_block.empty()) return name;
-  const std::string from = absl::StrCat(".", to_checkpoint ? f.fused_block : f.block, ".gate.");
-  const std::string to = absl::StrCat(".", to_checkpoint ? f.block : f.fused_block, ".gate.");
-  const size_t at = name.rfind(from);
-  if (at == std::string::npos) return name;
-  return absl::StrCat(name.substr(0, at), to, name.substr(at + from.size()));
 }
 
 const char* LayoutName(SourceLayout l) {
@@ -200,6 +194,12 @@ absl::StatusOr<ExpertViews> ViewsOf(const FamilyRules& f, const Block& b,
       RETURN_IF_ERROR(ExpectShape(dn, {(int64_t)v.E, (int64_t)v.H, (int64_t)v.I}, "down_proj"));
     }
     if (dn.dtype != v.dtype) return Bad(dn.name, "dtype differs from gate_up_proj's");
+    for (uint32_t bi : b.biases) {
+      const TensorSpec& bias = src[bi];
+      const bool gate_up_bias = absl::EndsWith(bias.name, "gate_up_proj_bias");
+      RETURN_IF_ERROR(ExpectShape(bias, {(int64_t)v.E, (int64_t)(gate_up_bias ? 2 * v.I : v.H)},
+                                  "expert bias"));
+    }
     const uint64_t E = v.E, I = v.I, H = v.H;
     for (uint64_t e = 0; e < E; ++e) {
       if (f.fused_transposed) {
@@ -375,13 +375,21 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
                                                        std::span<const TensorSpec> sources) {
   std::map<std::string, Block> blocks;
   std::vector<std::optional<std::string>> block_of(sources.size());
+  // Every name in transformers 5's in-memory naming; the checkpoint's
+  // naming is applied to the outputs at the end when the target is "hf".
+  std::vector<std::string> canonical(sources.size());
   absl::flat_hash_set<std::string> names;
   for (size_t i = 0; i < sources.size(); ++i) {
     const TensorSpec& s = sources[i];
-    if (!names.insert(s.name).second) return Bad(s.name, "registered twice");
-    std::optional<Parsed> p = ParseExpertName(f, s.name);
+    canonical[i] = ToInMemoryName(f, s.name);
+    if (!names.insert(canonical[i]).second) {
+      return Bad(s.name, canonical[i] == s.name
+                             ? "registered twice"
+                             : absl::StrCat("registered twice (also as '", canonical[i], "')"));
+    }
+    std::optional<Parsed> p = ParseExpertName(f, canonical[i]);
     if (!p) {
-      if (f.moe && absl::StrContains(s.name, absl::StrCat(".", f.block, ".experts."))) {
+      if (f.moe && absl::StrContains(canonical[i], absl::StrCat(".", f.block, ".experts."))) {
         return Bad(s.name, absl::StrCat("not a ", f.model_type, " expert tensor name"));
       }
       continue;
@@ -403,12 +411,21 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
         b.per_expert[p->expert][static_cast<int>(p->role)] = idx;
         break;
       case SourceLayout::kFused:
-        (p->role == Role::kGate ? b.gate_up : b.down) = idx;
+        if (p->role == Role::kBias) {
+          b.biases.push_back(idx);
+        } else {
+          (p->role == Role::kGate ? b.gate_up : b.down) = idx;
+        }
         break;
       case SourceLayout::kStacked:
         (p->role == Role::kGate ? b.w1 : p->role == Role::kUp ? b.w3 : b.w2) = idx;
         break;
     }
+  }
+  if (f.gate_up_interleaved && spec.source != SourceLayout::kFused && !blocks.empty()) {
+    return Bad(blocks.begin()->second.prefix,
+               absl::StrCat(f.model_type, "'s experts exist only in the fused layout "
+                                          "(source_layout fused)"));
   }
   // Llama-4's checkpoints keep experts fused: "hf" is its fused layout.
   const TargetFormat target =
@@ -419,10 +436,7 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
   for (size_t i = 0; i < sources.size(); ++i) {
     if (!block_of[i]) {
       plain.push_back(CopyOf(sources[i], static_cast<uint32_t>(i)));
-      if (!same) {
-        plain.back().spec.name =
-            RenameBlock(f, sources[i].name, /*to_checkpoint=*/target == TargetFormat::kHf);
-      }
+      plain.back().spec.name = canonical[i];
       continue;
     }
     const Block& b = blocks.at(*block_of[i]);
@@ -431,22 +445,30 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
     if (same) {
       // Already in the target layout: the block's tensors go out as they are.
       for (size_t k = i; k < sources.size(); ++k) {
-        if (block_of[k] == b.prefix) plain.push_back(CopyOf(sources[k], static_cast<uint32_t>(k)));
+        if (block_of[k] != b.prefix) continue;
+        plain.push_back(CopyOf(sources[k], static_cast<uint32_t>(k)));
+        plain.back().spec.name = canonical[k];
       }
     } else {
       EmitBlock(target, f, b, v, plain);
     }
   }
-  if (spec.quant == QuantMethod::kNone) return plain;
   std::vector<OutputTensor> out;
-  for (OutputTensor& t : plain) {
-    if (Fp8Skips(f, t)) {
-      out.push_back(std::move(t));
-    } else {
-      Quantize(f, spec.fp8, std::move(t), out);
+  if (spec.quant == QuantMethod::kNone) {
+    out = std::move(plain);
+  } else {
+    for (OutputTensor& t : plain) {
+      if (Fp8Skips(f, t)) {
+        out.push_back(std::move(t));
+      } else {
+        Quantize(f, spec.fp8, std::move(t), out);
+      }
     }
+    for (const OutputTensor& t : out) RETURN_IF_ERROR(ValidateOutputTensor(t, sources));
   }
-  for (const OutputTensor& t : out) RETURN_IF_ERROR(ValidateOutputTensor(t, sources));
+  if (spec.target == TargetFormat::kHf) {
+    for (OutputTensor& t : out) t.spec.name = ToCheckpointName(f, t.spec.name);
+  }
   return out;
 }
 

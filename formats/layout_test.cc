@@ -304,8 +304,13 @@ TEST(LayoutTest, RefusesMismatchedSourcesNamingTheTensor) {
   bad_shape.specs[2].shape = {E, H, I + 1};
   expect(BuildOutputs(Spec(SourceLayout::kFused, TargetFormat::kHf), q, bad_shape.specs),
          "'model.layers.0.mlp.experts.down_proj': down_proj should be [3x7x5]");
-  EXPECT_EQ(FindFamily("gpt_oss").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(FindFamily("gpt_oss").status().message().find("interleave"), std::string::npos);
+  EXPECT_EQ(FindFamily("dbrx").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(FindFamily("dbrx").status().message().find("gpt_oss"), std::string::npos)
+      << "the message lists the supported families";
+  // gpt_oss's interleaved experts have no per-expert or stacked form.
+  expect(BuildOutputs(Spec(SourceLayout::kPerExpert, TargetFormat::kHf), Family("gpt_oss"),
+                      per.specs),
+         "'model.layers.0.mlp.experts': gpt_oss's experts exist only in the fused layout");
   FormatSpec unknown;
   auto r = ResolveFamily(unknown, "", per.specs);
   ASSERT_FALSE(r.ok());
@@ -313,6 +318,29 @@ TEST(LayoutTest, RefusesMismatchedSourcesNamingTheTensor) {
   auto from_config = ResolveFamily(unknown, R"({"model_type":"glm4_moe"})", per.specs);
   ASSERT_TRUE(from_config.ok());
   EXPECT_EQ((*from_config)->model_type, "glm4_moe");
+}
+
+TEST(LayoutTest, Fp8LeavesTheMtpLayersProjectionAndHeadUnquantized) {
+  // DeepSeek-V3's MTP layer (model.layers.<num_hidden_layers>): vLLM builds
+  // eh_proj and shared_head.head unquantized; its other weights are FP8.
+  Model m;
+  const std::string mtp = "model.layers.3.";
+  for (const char* n : {"eh_proj.weight", "shared_head.head.weight", "self_attn.o_proj.weight",
+                        "mlp.shared_experts.down_proj.weight"}) {
+    m.Add(mtp + n, {256, 256});
+  }
+  m.Add(mtp + "enorm.weight", {256});
+  m.Add(mtp + "shared_head.norm.weight", {256});
+  auto outs = BuildOutputs(Spec(SourceLayout::kPerExpert, TargetFormat::kHf, QuantMethod::kFp8Block),
+                           Family("deepseek_v3"), m.specs);
+  ASSERT_TRUE(outs.ok()) << outs.status();
+  std::map<std::string, DType> got;
+  for (const OutputTensor& o : *outs) got[o.spec.name] = o.spec.dtype;
+  EXPECT_EQ(got[mtp + "eh_proj.weight"], DType::kF32);
+  EXPECT_EQ(got[mtp + "shared_head.head.weight"], DType::kF32);
+  EXPECT_EQ(got[mtp + "self_attn.o_proj.weight"], DType::kF8E4M3);
+  EXPECT_EQ(got[mtp + "mlp.shared_experts.down_proj.weight"], DType::kF8E4M3);
+  EXPECT_FALSE(got.count(mtp + "eh_proj.weight_scale_inv"));
 }
 
 TEST(LayoutTest, ParsesTheControlServiceStrings) {
@@ -324,7 +352,7 @@ TEST(LayoutTest, ParsesTheControlServiceStrings) {
   EXPECT_EQ(s->source, SourceLayout::kStacked);
   EXPECT_EQ(s->fp8.rule, Fp8ScaleRule::kScaleClamp);
   EXPECT_TRUE(s->fp8.power_of_two);
-  for (FormatOptionsText bad : {FormatOptionsText{.family = "gpt_oss"},
+  for (FormatOptionsText bad : {FormatOptionsText{.family = "dbrx"},
                                 FormatOptionsText{.source_layout = "zigzag"},
                                 FormatOptionsText{.target = "vllm"},
                                 FormatOptionsText{.quant_method = "int4"},

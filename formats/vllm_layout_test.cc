@@ -2,6 +2,7 @@
 
 #include <map>
 #include <numeric>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 
@@ -153,6 +154,49 @@ TEST(VllmLayoutTest, Fp8ScalesAreSlicedByBlocks) {
   auto bad = BuildVllmOutputs(Qwen(), hf.specs, {0, 4, 0, 1});
   ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("I_tp % 128"), std::string::npos);
+}
+
+TEST(VllmLayoutTest, AnFp8FusedWireGivesTheSameTensorsAsThePerExpertWire) {
+  // The same FP8 experts on the wire as hf-fused (gate_up_proj and its
+  // [E, 2*ceil(I/128), ceil(H/128)] scales) and as hf (per-expert keys):
+  // every rank's w13, w2 and scales are equal byte for byte.
+  constexpr int64_t E = 3, I = 256, H = 130;
+  Tensors fused;
+  fused.Add({"model.layers.0.mlp.experts.gate_up_proj", DType::kF32, {E, 2 * I, H}},
+            Iota(E * 2 * I * H, -40000));
+  fused.Add({"model.layers.0.mlp.experts.down_proj", DType::kF32, {E, H, I}}, Iota(E * H * I, 9));
+  FormatSpec spec;
+  spec.source = SourceLayout::kFused;
+  spec.quant = QuantMethod::kFp8Block;
+  auto per_wire = BuildOutputs(spec, Qwen(), fused.specs);
+  spec.target = TargetFormat::kHfFused;
+  auto fused_wire = BuildOutputs(spec, Qwen(), fused.specs);
+  ASSERT_TRUE(per_wire.ok() && fused_wire.ok());
+  Tensors per = Materialize(*per_wire, fused), fu = Materialize(*fused_wire, fused);
+  ASSERT_EQ(fu.specs.size(), 4u);  // gate_up_proj, down_proj and their scales
+  for (auto [tr, tp, er, ep] : {std::tuple{0, 1, 0, 1}, {1, 2, 0, 1}, {0, 2, 1, 2}, {0, 1, 2, 3}}) {
+    SCOPED_TRACE(testing::Message() << "tp " << tr << "/" << tp << " ep " << er << "/" << ep);
+    auto a = BuildVllmOutputs(Qwen(), per.specs, {tr, tp, er, ep});
+    auto b = BuildVllmOutputs(Qwen(), fu.specs, {tr, tp, er, ep});
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    Tensors va = Materialize(*a, per), vb = Materialize(*b, fu);
+    ASSERT_EQ(va.specs, vb.specs);
+    EXPECT_EQ(va.specs.size(), 4u);
+    for (size_t i = 0; i < va.specs.size(); ++i) EXPECT_EQ(va.data[i], vb.data[i]) << va.specs[i].name;
+  }
+}
+
+TEST(VllmLayoutTest, RefusesAHalfFusedBlockNamingTheTensor) {
+  Tensors t;
+  t.Add({"model.layers.0.mlp.experts.gate_up_proj", DType::kF32, {2, 8, 4}}, Iota(64, 0));
+  auto r = BuildVllmOutputs(Qwen(), t.specs, {0, 1, 0, 1});
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("'model.layers.0.mlp.experts.down_proj': missing"),
+            std::string::npos)
+      << r.status();
+  t.Add({"model.layers.0.mlp.experts.0.gate_proj.weight", DType::kF32, {4, 4}}, Iota(16, 0));
+  r = BuildVllmOutputs(Qwen(), t.specs, {0, 1, 0, 1});
+  EXPECT_NE(r.status().message().find("both per-expert and fused"), std::string::npos) << r.status();
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include "common/checkpoint.h"
 #include "formats/layout.h"
+#include "formats/vllm_layout.h"
 #include "gtest/gtest.h"
 #include "kernels/fp8_reference.h"
 #include "kernels/pack_reference.h"
@@ -138,6 +139,125 @@ TEST(GoldenTest, Fp8OfEveryFamilyDequantizesWithinTheBound) {
       }
     }
   }
+}
+
+// vLLM's FusedMoE tensors, from either wire layout, for several TP and EP
+// ranks, equal the rule of FORMATS.md §1 applied by plain indexing to
+// transformers' own fused tensors: w13 = this rank's gate rows then up rows
+// (gpt_oss: its interleaved gate/up rows as they are), w2 = this rank's
+// down columns, gpt_oss's biases sliced the same way.
+TEST(GoldenTest, VllmLayoutOfEveryFamilyFollowsTheRule) {
+  int checked = 0;
+  for (const std::string& c : Cases()) {
+    SCOPED_TRACE(c);
+    const std::string d = std::string(kModels) + "/" + c;
+    Loaded state = Load(d + "/state_dict");
+    FormatSpec spec;
+    spec.source = SourceLayout::kFused;
+    auto family = ResolveFamily(spec, ReadFile(d + "/config.json"), state.specs);
+    ASSERT_TRUE(family.ok());
+    const FamilyRules& f = **family;
+    if (!f.moe) continue;
+    // transformers' fused tensors of every block, by checkpoint prefix.
+    std::map<std::string, std::pair<const HostSource*, const HostSource*>> fused;
+    std::map<std::string, std::pair<const HostSource*, const HostSource*>> biases;
+    for (const HostSource& s : state.sources) {
+      const std::string& n = s.spec.name;
+      const std::string block = f.fused_block.empty() ? f.block : f.fused_block;
+      const size_t at = n.find("." + block + ".experts.");
+      if (at == std::string::npos) continue;
+      const std::string prefix = n.substr(0, at) + "." + f.block + ".experts";
+      const std::string rest = n.substr(at + block.size() + 10);
+      if (rest == "gate_up_proj") fused[prefix].first = &s;
+      if (rest == "down_proj") fused[prefix].second = &s;
+      if (rest == "gate_up_proj_bias") biases[prefix].first = &s;
+      if (rest == "down_proj_bias") biases[prefix].second = &s;
+    }
+    ASSERT_FALSE(fused.empty());
+    for (TargetFormat wire : {TargetFormat::kHf, TargetFormat::kHfFused}) {
+      FormatSpec ws = spec;
+      ws.target = wire;
+      auto wire_outs = BuildOutputs(ws, f, state.specs);
+      ASSERT_TRUE(wire_outs.ok()) << wire_outs.status();
+      // The wire as a receiver holds it.
+      auto packed = PackAll(*wire_outs, state);
+      std::vector<TensorSpec> rx;
+      std::vector<HostSource> rx_sources;
+      for (const OutputTensor& o : *wire_outs) rx.push_back(o.spec);
+      for (const TensorSpec& t : rx) rx_sources.push_back({t, packed[t.name].data()});
+      for (auto [tp_rank, tp] : {std::pair{0, 1}, {1, 2}}) {
+        for (auto [ep_rank, ep] : {std::pair{0, 1}, {1, 2}}) {
+          SCOPED_TRACE(testing::Message() << "wire " << int(wire) << " tp " << tp_rank << "/"
+                                          << tp << " ep " << ep_rank << "/" << ep);
+          auto vl = BuildVllmOutputs(f, rx, {tp_rank, tp, ep_rank, ep});
+          ASSERT_TRUE(vl.ok()) << vl.status();
+          std::map<std::string, std::vector<std::byte>> got;
+          for (const OutputTensor& o : *vl) {
+            std::vector<std::byte> b(o.spec.ByteSize());
+            ASSERT_TRUE(PackOutputRange(o, rx_sources, 0, b.size(), b.data()).ok());
+            got[o.spec.name] = std::move(b);
+            EXPECT_EQ(o.spec.name.find("gate_up_proj"), std::string::npos) << o.spec.name;
+          }
+          for (const auto& [prefix, gd] : fused) {
+            const HostSource& gu = *gd.first;
+            const HostSource& dn = *gd.second;
+            const auto& gs = gu.spec.shape;
+            const int64_t E = gs[0];
+            const int64_t I = (f.fused_transposed ? gs[2] : gs[1]) / 2;
+            const int64_t H = f.fused_transposed ? gs[1] : gs[2];
+            const int64_t Itp = I / tp, r0 = tp_rank * Itp;
+            auto [first, count] = LocalExperts(E, ep_rank, ep);
+            const auto& w13 = got[prefix + ".w13_weight"];
+            const auto& w2 = got[prefix + ".w2_weight"];
+            ASSERT_EQ(w13.size(), size_t(count * 2 * Itp * H * 2)) << prefix;
+            ASSERT_EQ(w2.size(), size_t(count * H * Itp * 2)) << prefix;
+            auto bf16 = [](const std::byte* base, int64_t i) {
+              uint16_t v;
+              std::memcpy(&v, base + 2 * i, 2);
+              return v;
+            };
+            for (int64_t el = 0; el < count; ++el) {
+              const int64_t e = first + el;
+              for (int64_t j = 0; j < 2 * Itp; ++j) {
+                // Which of the expert's 2I gate/up positions row j is.
+                const int64_t r = f.gate_up_interleaved ? 2 * r0 + j
+                                  : j < Itp             ? r0 + j
+                                                        : I + r0 + (j - Itp);
+                for (int64_t h = 0; h < H; ++h) {
+                  const int64_t src = f.fused_transposed ? (e * H + h) * 2 * I + r
+                                                         : (e * 2 * I + r) * H + h;
+                  ASSERT_EQ(bf16(w13.data(), (el * 2 * Itp + j) * H + h), bf16(gu.data, src))
+                      << prefix << " w13 [" << el << "," << j << "," << h << "]";
+                }
+              }
+              for (int64_t h = 0; h < H; ++h) {
+                for (int64_t j = 0; j < Itp; ++j) {
+                  const int64_t src = f.fused_transposed ? (e * I + r0 + j) * H + h
+                                                         : (e * H + h) * I + r0 + j;
+                  ASSERT_EQ(bf16(w2.data(), (el * H + h) * Itp + j), bf16(dn.data, src))
+                      << prefix << " w2 [" << el << "," << h << "," << j << "]";
+                }
+              }
+              if (!f.expert_biases) continue;
+              const auto& b13 = got[prefix + ".w13_bias"];
+              for (int64_t j = 0; j < 2 * Itp; ++j) {
+                ASSERT_EQ(bf16(b13.data(), el * 2 * Itp + j),
+                          bf16(biases[prefix].first->data, e * 2 * I + 2 * r0 + j));
+              }
+              ASSERT_EQ(got.count(prefix + ".w2_bias"), tp_rank == 0 ? 1u : 0u);
+              if (tp_rank != 0) continue;
+              for (int64_t h = 0; h < H; ++h) {
+                ASSERT_EQ(bf16(got[prefix + ".w2_bias"].data(), el * H + h),
+                          bf16(biases[prefix].second->data, e * H + h));
+              }
+            }
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(checked, 16 * 14);
 }
 
 }  // namespace

@@ -19,8 +19,8 @@ def test_convert_reports_bad_input_and_converts_good(tmp_path):
     assert p.returncode == 1 and "missing" in p.stderr
     src = os.path.join(MODELS, "qwen3_moe", "state_dict")
     cfg = os.path.join(MODELS, "qwen3_moe", "config.json")
-    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--family", "gpt_oss")
-    assert p.returncode == 2 and "gpt_oss" in p.stderr
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--family", "dbrx")
+    assert p.returncode == 2 and "'dbrx' is not supported" in p.stderr
     p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg)
     assert p.returncode == 2 and "is in the fused layout" in p.stderr  # default per-expert
     p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg,

@@ -31,6 +31,15 @@ OUT = os.path.join(HERE, "models")
 # Sizes are not multiples of 128; "qwen3_moe_blocks" spans several 128-blocks.
 COMMON = dict(vocab_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
               max_position_embeddings=64, tie_word_embeddings=False)
+_QWEN_MOE = dict(hidden_size=72, intermediate_size=136, moe_intermediate_size=40, num_experts=6,
+                 num_experts_per_tok=2, num_hidden_layers=2)
+_LINEAR_ATTN = dict(layer_types=["linear_attention", "full_attention"], linear_num_value_heads=4,
+                    linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16)
+_DEEPSEEK = dict(hidden_size=72, intermediate_size=136, moe_intermediate_size=40,
+                 n_routed_experts=6, n_shared_experts=1, num_experts_per_tok=2, n_group=2,
+                 topk_group=1, first_k_dense_replace=1, num_hidden_layers=2, q_lora_rank=40,
+                 kv_lora_rank=24, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                 head_dim=8, num_key_value_heads=4)
 CASES = {
     "qwen3_moe": ("Qwen3MoeConfig", dict(hidden_size=72, intermediate_size=136,
                                           moe_intermediate_size=40, num_experts=6,
@@ -61,7 +70,41 @@ CASES = {
                                               num_experts_per_tok=1, num_hidden_layers=2,
                                               interleave_moe_layer_step=1)),
     "llama": ("LlamaConfig", dict(hidden_size=72, intermediate_size=136, num_hidden_layers=2)),
+    # Families that share qwen3_moe's rules (experts under "mlp", fused
+    # gate_up_proj [E, 2I, H]); hybrid-attention ones get one layer of each.
+    "qwen3_next": ("Qwen3NextConfig", dict(_QWEN_MOE, shared_expert_intermediate_size=56,
+                                            **_LINEAR_ATTN)),
+    "qwen3_5_moe_text": ("Qwen3_5MoeTextConfig", dict(_QWEN_MOE,
+                                                       shared_expert_intermediate_size=56,
+                                                       **_LINEAR_ATTN)),
+    "deepseek_v32": ("DeepseekV32Config", dict(_DEEPSEEK, index_n_heads=2, index_head_dim=16)),
+    "glm4_moe_lite": ("Glm4MoeLiteConfig", dict(_DEEPSEEK, n_group=1)),
+    "olmoe": ("OlmoeConfig", dict(hidden_size=72, intermediate_size=40, num_experts=6,
+                                   num_experts_per_tok=2, num_hidden_layers=2, head_dim=18)),
+    # The router's bias is renamed between memory and checkpoint.
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(hidden_size=72, intermediate_size=136,
+                                                 moe_intermediate_size=40, moe_num_experts=6,
+                                                 moe_k=2, num_hidden_layers=2,
+                                                 moe_layer_start_index=0,
+                                                 moe_num_shared_experts=1)),
+    # Mixtral's rules, with e_score_correction_bias moving with the block.
+    "minimax_m2": ("MiniMaxM2Config", dict(hidden_size=72, intermediate_size=40,
+                                            num_local_experts=6, num_experts_per_tok=2,
+                                            num_hidden_layers=2)),
+    # Fused on disk too, under other names (input_linear, output_linear).
+    "granitemoe": ("GraniteMoeConfig", dict(hidden_size=72, intermediate_size=40,
+                                             num_local_experts=6, num_experts_per_tok=2,
+                                             num_hidden_layers=2)),
+    # Fused and transposed on disk, gate and up interleaved by column, biases.
+    "gpt_oss": ("GptOssConfig", dict(hidden_size=72, intermediate_size=40, num_local_experts=6,
+                                      num_experts_per_tok=2, num_hidden_layers=2,
+                                      layer_types=["sliding_attention", "full_attention"])),
+    # transformers has no kimi_k2: it is DeepSeek-V3's architecture under
+    # another model_type (its config.json says "kimi_k2").
+    "kimi_k2": ("DeepseekV3Config", dict(_DEEPSEEK, n_group=1)),
 }
+# config.json's model_type where it differs from what the config class writes.
+MODEL_TYPE = {"kimi_k2": "kimi_k2"}
 INPUT_IDS = [[3, 17, 42, 5, 77, 1, 90, 23, 8, 64]]
 
 
@@ -104,7 +147,10 @@ def main() -> int:
                 expected.update(load_file(os.path.join(tmp, s)))
             os.makedirs(os.path.join(d, "expected"), exist_ok=True)
             save_file(expected, os.path.join(d, "expected", "model.safetensors"))
-            shutil.copy(os.path.join(tmp, "config.json"), os.path.join(d, "config.json"))
+            config = json.load(open(os.path.join(tmp, "config.json")))
+            if case in MODEL_TYPE:
+                config["model_type"] = MODEL_TYPE[case]
+            json.dump(config, open(os.path.join(d, "config.json"), "w"), indent=2)
         with torch.no_grad():
             logits = model(torch.tensor(INPUT_IDS)).logits.float()
         json.dump(INPUT_IDS, open(os.path.join(d, "input_ids.json"), "w"))
