@@ -75,6 +75,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset, --cuda-device or --shard-bytes\n");
     return 2;
   }
+  if (!(timeout_s > 0 && timeout_s <= 86400) || !(idle_timeout_s >= 0 && idle_timeout_s <= 1e9)) {
+    std::fprintf(stderr, "weightcast-recv: --timeout must be in (0, 86400] seconds and "
+                         "--idle-timeout >= 0\n");
+    return 2;
+  }
   if (layout != "hf" && layout != "vllm") {
     std::fprintf(stderr, "weightcast-recv: --layout must be hf or vllm\n");
     return 2;

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "weightcast/v1/control.grpc.pb.h"
@@ -74,7 +75,10 @@ bool ReadDescriptors(const std::string& path, weightcast::v1::RegisterTensorsReq
       auto* d = req->add_tensors();
       d->set_name(t.at("name").get<std::string>());
       d->set_dtype(t.at("dtype").get<std::string>());
-      for (const auto& dim : t.at("shape")) d->add_shape(dim.get<int64_t>());
+      for (const auto& dim : t.at("shape")) {
+        if (!dim.is_number_integer()) throw std::runtime_error("shape: dimensions must be integers");
+        d->add_shape(dim.get<int64_t>());
+      }
       if (t.contains("shm")) {
         d->mutable_shm()->set_path(t["shm"].at("path").get<std::string>());
         d->mutable_shm()->set_offset(t["shm"].value("offset", uint64_t{0}));
@@ -218,7 +222,17 @@ int main(int argc, char** argv) {
   uint64_t version = 0;
   double update_deadline = 3600;
   auto* c_upd = app.add_subcommand("update", "Update and follow its progress");
-  c_upd->add_option("--version", version)->required();
+  // Read as text: CLI11 would wrap "-1" to 2^64-1.
+  c_upd->add_option_function<std::string>(
+           "--version",
+           [&version](const std::string& v) {
+             if (!absl::SimpleAtoi(v, &version) || v.empty() || v[0] == '-' || v[0] == '+' ||
+                 version == 0) {
+               throw CLI::ValidationError("--version", "'" + v + "' is not a positive integer");
+             }
+           },
+           "weight version (1, 2, ...: increasing)")
+      ->required();
   c_upd->add_option("--deadline", update_deadline, "seconds for the whole update")
       ->capture_default_str();
 

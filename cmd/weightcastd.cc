@@ -28,7 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--init-config", init_config,
                  "text-format weightcast.v1.InitBroadcasterRequest applied at start");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 

@@ -29,6 +29,10 @@ absl::Status ValidateTensorSpec(const TensorSpec& spec) {
           "': name must be printable ASCII without spaces"));
     }
   }
+  if (spec.name == "__metadata__") {
+    return absl::InvalidArgumentError(
+        "tensor '__metadata__': the name is reserved by the safetensors format");
+  }
   if (DTypeSize(spec.dtype) == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("tensor '", spec.name, "': invalid dtype"));

@@ -24,6 +24,10 @@ TEST(TensorSpecTest, RejectsBadNamesAndShapes) {
   EXPECT_NE(neg.message().find("neg"), std::string::npos);
   EXPECT_FALSE(ValidateTensorSpec({"big", DType::kF64, {1 << 30, 1 << 30, 1 << 30}}).ok());
   EXPECT_FALSE(ValidateTensorSpec({"dt", static_cast<DType>(99), {1}}).ok());
+  // safetensors' header key: a tensor of that name could never be written.
+  auto meta = ValidateTensorSpec({"__metadata__", DType::kF32, {1}});
+  EXPECT_EQ(meta.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(meta.message().find("reserved"), std::string::npos);
 }
 
 }  // namespace

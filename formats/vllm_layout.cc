@@ -313,6 +313,10 @@ absl::StatusOr<std::vector<OutputTensor>> BuildVllmOutputs(const FamilyRules& f,
     if (fp8 && Itp % kFp8Block != 0) {
       return Bad(name0, absl::StrCat("FP8 w13 needs I_tp % 128 == 0, I_tp is ", Itp));
     }
+    if (rank.ep_size > x.E) {
+      return Bad(name0, absl::StrCat("expert-parallel size ", rank.ep_size, " exceeds the ", x.E,
+                                     " experts of ", b.prefix));
+    }
     auto [first, count] = LocalExperts(x.E, rank.ep_rank, rank.ep_size);
     const int64_t hb = Blocks(x.H), rb0 = r0 / kFp8Block, rbn = Itp / kFp8Block;
     OutputTensor w13 = Out(b.prefix + ".w13_weight", x.dtype, {count, 2 * Itp, x.H});

@@ -199,5 +199,18 @@ TEST(VllmLayoutTest, RefusesAHalfFusedBlockNamingTheTensor) {
   EXPECT_NE(r.status().message().find("both per-expert and fused"), std::string::npos) << r.status();
 }
 
+TEST(VllmLayoutTest, RefusesMoreExpertParallelRanksThanExperts) {
+  Tensors t;
+  t.Add({"model.layers.0.mlp.experts.gate_up_proj", DType::kF32, {2, 8, 4}}, Iota(64, 0));
+  t.Add({"model.layers.0.mlp.experts.down_proj", DType::kF32, {2, 4, 4}}, Iota(32, 0));
+  EXPECT_TRUE(BuildVllmOutputs(Qwen(), t.specs, {0, 1, 1, 2}).ok());
+  auto r = BuildVllmOutputs(Qwen(), t.specs, {0, 1, 2, 3});
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("expert-parallel size 3 exceeds the 2 experts of "
+                                      "model.layers.0.mlp.experts"),
+            std::string::npos)
+      << r.status();
+}
+
 }  // namespace
 }  // namespace weightcast

@@ -14,6 +14,9 @@ namespace weightcast {
 namespace {
 
 constexpr uint32_t kMaxWorldSize = 1 << 16;
+// Versions are 1 .. 2^63-1: anything above is a negative number gone
+// unsigned, and would make every later version look stale to receivers.
+constexpr uint64_t kMaxVersion = (uint64_t{1} << 63) - 1;
 
 absl::Status ValidateConfig(const BroadcasterConfig& c) {
   if (c.host.empty()) return absl::InvalidArgumentError("host: empty");
@@ -37,7 +40,7 @@ absl::Status ValidateConfig(const BroadcasterConfig& c) {
   if (static_cast<uint64_t>(c.num_senders) + c.inference_world_size > kMaxWorldSize) {
     return absl::InvalidArgumentError("world size too large");
   }
-  if (c.timeout_s < 0 || c.timeout_s > 86400) {
+  if (!(c.timeout_s >= 0 && c.timeout_s <= 86400)) {  // NaN too
     return absl::InvalidArgumentError(absl::StrCat("timeout_s: ", c.timeout_s,
                                                    " outside [0, 86400]"));
   }
@@ -161,6 +164,11 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
     if (updating_) {
       return absl::FailedPreconditionError(
           absl::StrCat("version ", updating_version_, " is still being broadcast"));
+    }
+    if (version > kMaxVersion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "version ", version, " exceeds the largest version ", kMaxVersion,
+          " (a negative number read as unsigned?)"));
     }
     if (version == 0 || version <= stats_.last_committed_version) {
       return absl::FailedPreconditionError(absl::StrCat(

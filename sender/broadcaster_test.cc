@@ -2,6 +2,7 @@
 // Receiver and a CallbackSink on the other side of a real gloo group.
 #include "sender/broadcaster.h"
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <random>
@@ -141,8 +142,14 @@ TEST_F(BroadcasterTest, UpdatesArriveWholeAndEventsComeInOrder) {
   // Released before the last bucket went out (it was packed ahead).
   EXPECT_EQ(released_at, buckets - 1);
   EXPECT_EQ(b.GetStatus().last_committed_version, 1u);
-  // Versions must increase.
+  // Versions must increase, and stay below 2^63 (-1 read as unsigned is
+  // refused, so later versions are not all stale).
   EXPECT_EQ(b.Update(1, [](const UpdateEvent&) {}).code(), absl::StatusCode::kFailedPrecondition);
+  const absl::Status wrapped = b.Update(~uint64_t{0}, [](const UpdateEvent&) {});
+  EXPECT_EQ(wrapped.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(wrapped.message().find("exceeds the largest version"), std::string::npos);
+  EXPECT_EQ(b.GetStatus().last_committed_version, 1u);
+  ASSERT_TRUE(UpdateWithReceiver(b, 2, &c, &events).ok());
 }
 
 TEST_F(BroadcasterTest, Fp8UpdateMatchesTheCpuReference) {
@@ -188,6 +195,13 @@ TEST_F(BroadcasterTest, InitIsIdempotentValidatesAndAbortAllowsReinit) {
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("source_layout"), std::string::npos);
   EXPECT_EQ(fresh.GetStatus().state, "uninitialized");
+  for (double t : {-1.0, std::nan(""), 1e9}) {
+    BroadcasterConfig bad_timeout = cfg;
+    bad_timeout.timeout_s = t;
+    auto rt = fresh.Init(bad_timeout);
+    ASSERT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument) << t;
+    EXPECT_NE(rt.status().message().find("timeout_s"), std::string::npos);
+  }
 }
 
 TEST_F(BroadcasterTest, AbortEndsAnUpdateWaitingForAbsentReceiversPromptly) {

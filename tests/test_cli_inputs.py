@@ -14,6 +14,15 @@ def run(name, *args):
                           text=True, timeout=60)
 
 
+def test_bad_log_levels_and_timeouts_are_refused_at_start(tmp_path):
+    p = run("weightcastd", "--listen", f"unix:{tmp_path}/d.sock", "--log-level", "bogus")
+    assert p.returncode != 0 and "--log-level" in p.stderr, p.stderr
+    for t in ("nan", "-1", "0"):
+        p = run("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "1",
+                "--out", str(tmp_path / "o"), "--timeout", t)
+        assert p.returncode == 2 and "--timeout" in p.stderr, (t, p.stderr)
+
+
 def test_convert_reports_bad_input_and_converts_good(tmp_path):
     p = run("weightcast-convert", "--in", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert p.returncode == 1 and "missing" in p.stderr

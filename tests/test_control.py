@@ -35,6 +35,7 @@ def test_init_validates_fields(make_cluster):
         "--sender-rank": (3, "sender_rank"),
         "--inference-world-size": (0, "inference_world_size"),
         "--rank-offset": (5, "rank_offset"),
+        "--timeout": ("nan", "timeout_s"),  # NaN would make every wait endless
     }
     for flag, (value, field) in cases.items():
         r = c.init(0, **{flag: value})
@@ -60,6 +61,7 @@ def test_register_rejects_bad_descriptors_naming_the_tensor(make_cluster, tmp_pa
         (dict(ok, shm={"path": f.path, "offset": 1 << 20}), "'a'"),        # offset out of range
         (dict(ok, shm={"path": str(tmp_path / "missing.bin"), "offset": 0}), "missing.bin"),
         (dict(ok, shape=[4, -5]), "negative"),
+        (dict(ok, name="__metadata__"), "reserved by the safetensors format"),
     ]
     desc = str(tmp_path / "d.json")
     for tensor, needle in bad_cases:
@@ -75,6 +77,9 @@ def test_register_rejects_bad_descriptors_naming_the_tensor(make_cluster, tmp_pa
         fh.write('{"tensors": [{"name": "x"}]}')
     r = c.ctl(0, "register", "--descriptors", desc)
     assert r.rc == 2 and "tensors[0]" in r.err
+    write_desc(desc, [dict(ok, shape=[4, 2.5])])  # not truncated to 2
+    r = c.ctl(0, "register", "--descriptors", desc)
+    assert r.rc == 2 and "tensors[0]" in r.err and "must be integers" in r.err, r.err
     # Nothing bad was kept; the good one registers.
     write_desc(desc, [ok])
     r = c.ctl(0, "register", "--descriptors", desc)
@@ -102,6 +107,22 @@ def test_second_update_while_one_runs_is_refused(make_cluster):
     assert first.returncode == 1 and "failed version 1" in out
     st = json.loads(c.ctl(0, "status", "--json").out)
     assert st["state"] == "idle" and st["updates_failed"] == 1
+
+
+def test_a_negative_version_is_a_usage_error_and_nothing_is_sent(make_cluster):
+    # -1 used to wrap to 2^64-1, commit, and leave every later version stale.
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start()
+    c.register()
+    c.write_version(1)
+    for bad in ("-1", "0", "1.5", "18446744073709551615x"):
+        r = c.ctl(0, "update", "--version", bad)
+        assert r.rc == 2 and "not a positive integer" in r.err, (bad, r.err)
+    r = c.ctl(0, "update", "--version", str(1 << 63))  # above 2^63-1: the daemon refuses
+    assert r.rc == 1 and "exceeds the largest version" in r.err, r.err
+    assert c.update(1)[0].rc == 0
+    tensors, _ = c.load(1, 1)
+    assert set(tensors) == {name for name, _, _ in c.model.tensors()}
 
 
 def test_unreachable_daemon_exit_code(tmp_path):
