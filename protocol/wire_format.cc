@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "common/config_json.h"
 #include "common/status_macros.h"
 #include "weightcast/v1/wire.pb.h"
 
@@ -162,6 +163,9 @@ absl::StatusOr<SenderManifest> DecodeSenderManifest(std::span<const std::byte> b
   m.sender_rank = pb.sender_rank();
   m.num_senders = pb.num_senders();
   m.config_json = pb.config_json();
+  if (!m.config_json.empty()) {
+    RETURN_IF_ERROR(ValidateConfigJson(m.config_json, absl::StrCat(who, ": config_json")));
+  }
   for (int i = 0; i < pb.buckets_size(); ++i) {
     const uint64_t b = pb.buckets(i).bytes();
     if (b == 0 || b > kMaxBucketBytes) {

@@ -2,12 +2,12 @@
 
 #include <sys/stat.h>
 
-#include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint.h"
+#include "common/config_json.h"
 #include "common/status_macros.h"
 #include "kernels/cuda_ipc.h"
 
@@ -97,16 +97,16 @@ absl::Status TensorRegistry::AddCheckpointDir(const std::string& dir, bool repla
     regs.push_back(TensorRegistration{
         .spec = t.spec, .location = ShmLocation{.path = t.path, .offset = t.file_offset}});
   }
+  if (!ckpt.config_json().empty()) {
+    RETURN_IF_ERROR(ValidateConfigJson(ckpt.config_json(), dir + "/config.json"));
+  }
   RETURN_IF_ERROR(Add(regs, replace));
   if (!ckpt.config_json().empty()) config_json_ = ckpt.config_json();
   return absl::OkStatus();
 }
 
 absl::Status TensorRegistry::SetConfigJson(const std::string& json) {
-  nlohmann::json doc = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
-    return absl::InvalidArgumentError("config_json: not a JSON object");
-  }
+  RETURN_IF_ERROR(ValidateConfigJson(json, "config_json"));
   config_json_ = json;
   return absl::OkStatus();
 }

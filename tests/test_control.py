@@ -2,8 +2,11 @@
 gets a clear error naming what is wrong, and the daemon stays usable."""
 
 import json
+import os
+import shutil
 
 from weightcast.shm import ShmTensorFile
+from weightcast_testing.cluster import REPO
 
 
 def test_update_before_init_is_a_failed_precondition(make_cluster):
@@ -107,6 +110,24 @@ def test_second_update_while_one_runs_is_refused(make_cluster):
     assert first.returncode == 1 and "failed version 1" in out
     st = json.loads(c.ctl(0, "status", "--json").out)
     assert st["state"] == "idle" and st["updates_failed"] == 1
+
+
+def test_a_deeply_nested_config_is_refused_and_the_daemon_stays_usable(make_cluster, tmp_path):
+    # 20,000 levels used to crash weightcastd at the next FP8 update.
+    c = make_cluster(num_senders=1, num_receivers=1,
+                     init_args={"--quantization": "fp8-block"})
+    c.start()
+    deep = '{"model_type": "qwen3_moe", "x": ' + "[" * 20000 + "]" * 20000 + "}"
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(os.path.join(REPO, "tests", "golden", "models", "llama", "state_dict"), ckpt)
+    (ckpt / "config.json").write_text(deep)
+    r = c.ctl(0, "register", "--checkpoint-dir", str(ckpt))
+    assert r.rc == 1 and f"{ckpt}/config.json: nested 20001 levels deep" in r.err, r.err
+    c.register()
+    c.write_version(1)
+    assert c.update(1)[0].rc == 0
+    tensors, _ = c.load(1, 1)
+    assert tensors
 
 
 def test_a_negative_version_is_a_usage_error_and_nothing_is_sent(make_cluster):
