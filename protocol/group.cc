@@ -197,7 +197,25 @@ absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight
   RETURN_IF_ERROR(store.Set(AnnounceKey(a.seq), EncodeAnnouncement(a)));
   RETURN_IF_ERROR(store.Set(UpdateKey(weight_version), absl::StrCat(a.seq)));
   RETURN_IF_ERROR(store.Set(kSeqKey, absl::StrCat(a.seq)));
+  if (a.seq > kUpdatesKept) CollectUpdate(store, a.seq - kUpdatesKept);
   return a;
+}
+
+void CollectUpdate(KeyValueStore& store, uint64_t seq) {
+  std::vector<std::string> keys = {AnnounceKey(seq), DoneKey(seq)};
+  absl::StatusOr<std::string> text = store.Get(AnnounceKey(seq));
+  absl::StatusOr<Announcement> a =
+      text.ok() ? DecodeAnnouncement(*text) : absl::StatusOr<Announcement>(text.status());
+  if (a.ok()) {
+    // A retry of the same version points its key at the newer attempt.
+    absl::StatusOr<std::string> points_at = store.Get(UpdateKey(a->weight_version));
+    if (points_at.ok() && *points_at == absl::StrCat(seq)) {
+      keys.push_back(UpdateKey(a->weight_version));
+    }
+  }
+  // Best effort: a key left behind costs a slot, never correctness.
+  (void)store.Erase(keys);
+  (void)store.ErasePrefix(absl::StrCat("error/", seq, "/"));
 }
 
 absl::StatusOr<Announcement> AwaitAnnouncement(KeyValueStore& store, uint64_t seq,

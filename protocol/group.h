@@ -43,6 +43,8 @@ class KeyValueStore {
                                           absl::Time deadline) = 0;
   // Removes every key starting with `prefix`.
   [[nodiscard]] virtual absl::Status ErasePrefix(const std::string& prefix) = 0;
+  // Removes exactly `keys`; absent ones are no error.
+  [[nodiscard]] virtual absl::Status Erase(const std::vector<std::string>& keys) = 0;
 };
 
 struct Announcement {
@@ -71,6 +73,13 @@ std::string GenerationPrefix(uint64_t generation);
 std::string MemberKey(uint64_t generation, int rank);
 // Set by sender 0 when update `seq` has ended (committed or failed).
 std::string DoneKey(uint64_t seq);
+// The coordinator keeps the keys of the newest kUpdatesKept updates; when it
+// announces update `seq` it collects those of seq - kUpdatesKept (its
+// announcement, end marker, receivers' errors, and its version's key if
+// that still points at it), so the store stays small across any number of
+// updates. A rank that falls further behind skips to the current update.
+inline constexpr uint64_t kUpdatesKept = 2;
+void CollectUpdate(KeyValueStore& store, uint64_t seq);
 inline constexpr char kSeqKey[] = "seq";
 // Set by sender 0 when its rendezvous starts: a restarted coordinator is a
 // new incarnation whose sequence numbers start again from 1.

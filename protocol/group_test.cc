@@ -1,8 +1,10 @@
 #include "protocol/group.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 
 namespace weightcast {
@@ -40,6 +42,18 @@ class MapStore : public KeyValueStore {
       it = it->first.rfind(prefix, 0) == 0 ? kv_.erase(it) : std::next(it);
     }
     return absl::OkStatus();
+  }
+  absl::Status Erase(const std::vector<std::string>& keys) override {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& k : keys) kv_.erase(k);
+    return absl::OkStatus();
+  }
+  std::vector<std::string> Keys() {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<std::string> out;
+    for (const auto& [k, v] : kv_) out.push_back(k);
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
  private:
@@ -173,6 +187,45 @@ TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
                 .status()
                 .code(),
             absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST(GroupTest, FinishedUpdatesKeysAreCollected) {
+  // About three keys per update used to stay forever: after ~33,000 updates
+  // the store was full and every update failed.
+  MapStore store;
+  GroupMember coordinator(&store,
+                          [](const TransportRequest& r, const std::atomic<bool>&)
+                              -> absl::StatusOr<std::unique_ptr<Transport>> {
+                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
+                          },
+                          0);
+  uint64_t version = 0;
+  for (int i = 0; i < 1000; ++i) {
+    // Every third attempt fails and is retried at the same version.
+    if (i % 3 != 2) ++version;
+    auto a = AnnounceUpdate(coordinator, version, 1, 3, "gloo");
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(coordinator.Join(*a, absl::Now() + absl::Seconds(1)).ok());
+    ASSERT_TRUE(store.Set(ErrorKey(a->seq, 2), "rank 2 voted no").ok());
+    ASSERT_TRUE(store.Set(DoneKey(a->seq), "ended").ok());
+  }
+  // What is left: the newest two updates, their version keys, the sequence
+  // number, and the current generation's member key.
+  std::vector<std::string> keys = store.Keys();
+  EXPECT_LE(keys.size(), 10u) << absl::StrJoin(keys, " ");
+  const uint64_t last = LastAnnouncedSeq(store).value();
+  EXPECT_EQ(last, 1000u);
+  for (uint64_t seq : {last - 1, last}) {
+    EXPECT_TRUE(store.Get(AnnounceKey(seq)).ok()) << seq;
+    EXPECT_TRUE(store.Get(DoneKey(seq)).ok()) << seq;
+    EXPECT_TRUE(store.Get(ErrorKey(seq, 2)).ok()) << seq;
+  }
+  EXPECT_TRUE(absl::IsNotFound(store.Get(AnnounceKey(last - 2)).status()));
+  EXPECT_TRUE(absl::IsNotFound(store.Get(ErrorKey(last - 2, 2)).status()));
+  // The current version's key still leads to its newest attempt.
+  auto current = AwaitUpdate(store, version, last - 1, absl::Now() + absl::Seconds(1));
+  ASSERT_TRUE(current.ok()) << current.status();
+  EXPECT_EQ(current->seq, last);
 }
 
 TEST(GroupTest, ARestartedRankNeverJoinsAGenerationItsPredecessorWasIn) {

@@ -25,6 +25,9 @@ class RendezvousKeyValueStore final : public KeyValueStore {
   absl::Status ErasePrefix(const std::string& prefix) override {
     return client_.ErasePrefix(prefix).status();
   }
+  absl::Status Erase(const std::vector<std::string>& keys) override {
+    return client_.Erase(keys).status();
+  }
   // Makes pending and later calls return CANCELLED (used by Abort).
   void Cancel() { client_.Cancel(); }
 

@@ -71,6 +71,15 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
                                                                 slice - absl::Now())));
     } else if (!absl::IsDeadlineExceeded(a.status())) {
       return a.status();
+    } else {
+      // More than kUpdatesKept behind (stopped or starved while updates
+      // went on without it): what it waits for was collected; take part in
+      // the newest update instead.
+      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
+      if (last.ok() && *last > seq_ + 1 &&
+          absl::IsNotFound(store_->Get(AnnounceKey(seq_ + 1)).status())) {
+        seq_ = *last - 1;
+      }
     }
     // A coordinator that restarted numbers its announcements from 1 again:
     // follow the new incarnation from its current announcement rather than

@@ -63,7 +63,14 @@ TEST_F(GlooTransportTest, RendezvousStoreSemanticsAndToken) {
   EXPECT_EQ(c.Get("g9/0").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(c.Get("a").value(), "1");
   EXPECT_EQ(c.ErasePrefix("").status().code(), absl::StatusCode::kInvalidArgument);
+  // Exact keys: "done/1" goes, "done/10" (which it prefixes) stays.
+  ASSERT_TRUE(c.Set("done/1", "ended").ok());
+  ASSERT_TRUE(c.Set("done/10", "ended").ok());
+  EXPECT_EQ(c.Erase({"done/1", "never-set"}).value(), 1u);
+  EXPECT_EQ(c.Get("done/1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c.Get("done/10").value(), "ended");
   RendezvousClient intruder(address_, "wrong");
+  EXPECT_EQ(intruder.Erase({"done/10"}).status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(intruder.Set("x", "y").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(intruder.ErasePrefix("a").status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(RendezvousClient(address_, "").Get("a").status().code(),

@@ -76,6 +76,18 @@ absl::StatusOr<uint64_t> RendezvousStore::ErasePrefix(const std::string& prefix)
   return n;
 }
 
+uint64_t RendezvousStore::Erase(const std::vector<std::string>& keys) {
+  absl::MutexLock lock(&mu_);
+  uint64_t n = 0;
+  for (const std::string& k : keys) n += kv_.erase(k);
+  return n;
+}
+
+size_t RendezvousStore::size() const {
+  absl::MutexLock lock(&mu_);
+  return kv_.size();
+}
+
 void RendezvousStore::Shutdown() {
   absl::MutexLock lock(&mu_);
   shutdown_ = true;
@@ -124,6 +136,13 @@ grpc::Status RendezvousService::ErasePrefix(grpc::ServerContext* ctx,
   absl::StatusOr<uint64_t> n = store_->ErasePrefix(req->prefix());
   if (!n.ok()) return ToGrpcStatus(n.status());
   resp->set_erased(*n);
+  return grpc::Status::OK;
+}
+
+grpc::Status RendezvousService::Erase(grpc::ServerContext* ctx, const v1::EraseRequest* req,
+                                      v1::EraseResponse* resp) {
+  if (grpc::Status s = CheckToken(ctx); !s.ok()) return s;
+  resp->set_erased(store_->Erase({req->keys().begin(), req->keys().end()}));
   return grpc::Status::OK;
 }
 
@@ -244,6 +263,17 @@ absl::StatusOr<uint64_t> RendezvousClient::ErasePrefix(const std::string& prefix
   v1::ErasePrefixResponse resp;
   absl::Status s = Call(
       deadline, [&](grpc::ClientContext& ctx) { return stub_->ErasePrefix(&ctx, req, &resp); });
+  if (!s.ok()) return s;
+  return resp.erased();
+}
+
+absl::StatusOr<uint64_t> RendezvousClient::Erase(const std::vector<std::string>& keys,
+                                                 absl::Time deadline) {
+  v1::EraseRequest req;
+  for (const std::string& k : keys) req.add_keys(k);
+  v1::EraseResponse resp;
+  absl::Status s =
+      Call(deadline, [&](grpc::ClientContext& ctx) { return stub_->Erase(&ctx, req, &resp); });
   if (!s.ok()) return s;
   return resp.erased();
 }

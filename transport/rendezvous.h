@@ -50,6 +50,9 @@ class RendezvousStore {
   [[nodiscard]] absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline) const;
   // Removes every key starting with `prefix` (non-empty); returns how many.
   [[nodiscard]] absl::StatusOr<uint64_t> ErasePrefix(const std::string& prefix);
+  // Removes exactly `keys`; returns how many existed.
+  uint64_t Erase(const std::vector<std::string>& keys);
+  [[nodiscard]] size_t size() const;
   void Shutdown();
 
  private:
@@ -71,6 +74,8 @@ class RendezvousService final : public v1::Rendezvous::Service {
                     v1::WaitResponse* resp) override;
   grpc::Status ErasePrefix(grpc::ServerContext* ctx, const v1::ErasePrefixRequest* req,
                            v1::ErasePrefixResponse* resp) override;
+  grpc::Status Erase(grpc::ServerContext* ctx, const v1::EraseRequest* req,
+                     v1::EraseResponse* resp) override;
 
  private:
   grpc::Status CheckToken(grpc::ServerContext* ctx) const;
@@ -117,6 +122,8 @@ class RendezvousClient {
   [[nodiscard]] absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline);
   [[nodiscard]] absl::StatusOr<uint64_t> ErasePrefix(const std::string& prefix,
                                                      absl::Time deadline = absl::InfiniteFuture());
+  [[nodiscard]] absl::StatusOr<uint64_t> Erase(const std::vector<std::string>& keys,
+                                               absl::Time deadline = absl::InfiniteFuture());
   // Makes pending and later calls return CANCELLED promptly. (The
   // server's own shutdown reaches callers as UNAVAILABLE, never CANCELLED.)
   void Cancel();
