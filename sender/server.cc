@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_listen.h"
 #include "sender/broadcaster_service.h"
 
 namespace weightcast {
@@ -40,14 +41,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   std::unique_ptr<Server> server(new Server());
   server->core_ = std::make_unique<Broadcaster>();
   server->service_ = std::make_unique<BroadcasterService>(server->core_.get());
+  if (absl::Status s = ClaimListenAddress(options.listen); !s.ok()) return s;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  DisablePortSharing(builder);
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen));
+  if (server->server_ == nullptr || (port == 0 && !absl::StartsWith(options.listen, "unix:"))) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "cannot listen on ", options.listen, " (in use, or not an address of this host)"));
   }
   if (absl::StartsWith(options.listen, "unix:")) {
     server->address_ = options.listen;

@@ -32,6 +32,8 @@ struct ServerOptions {
 
 class Server {
  public:
+  // Listens on options.listen alone (common/grpc_listen.h): ALREADY_EXISTS
+  // when another process holds the address, INVALID_ARGUMENT for a bad one.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Server>> BuildAndStart(
       const ServerOptions& options);
   ~Server();

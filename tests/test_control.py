@@ -169,6 +169,53 @@ def test_daemon_listens_only_on_loopback_unless_asked(tmp_path):
     assert p.returncode == 2 and "--allow-remote" in (p.stdout + p.stderr)
 
 
+def test_an_address_in_use_is_refused_and_its_owner_keeps_it(make_cluster, tmp_path):
+    # gRPC used to share a TCP port (SO_REUSEPORT, calls split between two
+    # daemons), replace a live daemon's unix socket (orphaning it), and let
+    # a second group's rendezvous share sender 0's port.
+    import signal
+    import subprocess
+
+    from weightcast_testing.cluster import default_bin_dir, free_port
+
+    d = os.path.join(default_bin_dir(), "weightcastd")
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start()
+    for listen in (c.sock(0), None):
+        if listen is None:  # TCP: a first daemon on a port, then a second
+            port = free_port()
+            listen = f"127.0.0.1:{port}"
+            first = subprocess.Popen([d, "--listen", listen], stdout=subprocess.PIPE, text=True)
+            assert "listening on" in first.stdout.readline()
+        p = subprocess.run([d, "--listen", listen], capture_output=True, text=True, timeout=30)
+        log = p.stdout + p.stderr  # spdlog writes to stdout
+        assert p.returncode == 2, (listen, log)
+        assert "another process is listening" in log or "cannot listen" in log, log
+    first.send_signal(signal.SIGTERM)
+    first.wait(timeout=10)
+    # The first daemon still owns its socket and its group.
+    assert c.ctl(0, "status").rc == 0
+    # A second group whose sender 0 asks for the first group's rendezvous port.
+    other = make_cluster(num_senders=1, num_receivers=1)
+    other.port = c.port
+    other.start_daemons()
+    r = other.init(0)
+    assert r.rc == 1 and "cannot listen" in r.err, r.err
+    c.register()
+    c.write_version(1)
+    assert c.update(1)[0].rc == 0
+    assert c.load(1, 1)[0]
+    # A socket nobody listens on any more (its daemon was killed) is replaced.
+    c.daemons[0].send_signal(signal.SIGKILL)
+    c.daemons[0].wait()
+    assert os.path.exists(c.sock(0)[5:])
+    p = subprocess.Popen([d, "--listen", c.sock(0)], stdout=subprocess.PIPE, text=True)
+    assert "listening on" in p.stdout.readline()
+    assert c.ctl(0, "status").rc == 0
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=10)
+
+
 def test_health_service_answers_serving(make_cluster):
     import grpc
     from grpc_health.v1 import health_pb2 as health

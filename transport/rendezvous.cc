@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/grpc_listen.h"
 #include "common/grpc_status.h"
 
 namespace weightcast {
@@ -151,13 +152,15 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(
   std::unique_ptr<RendezvousServer> s(new RendezvousServer());
   s->service_ = std::make_unique<RendezvousService>(&s->store_, token);
   grpc::ServerBuilder builder;
+  DisablePortSharing(builder);
   int bound = 0;
   const std::string address = absl::StrCat(host, ":", port);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound);
   builder.RegisterService(s->service_.get());
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || bound == 0) {
-    return absl::UnavailableError(absl::StrCat("rendezvous: cannot listen on ", address));
+    return absl::AlreadyExistsError(absl::StrCat(
+        "rendezvous: cannot listen on ", address, " (in use, or not an address of this host)"));
   }
   s->port_ = static_cast<uint32_t>(bound);
   return s;

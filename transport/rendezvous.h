@@ -85,7 +85,8 @@ class RendezvousService final : public v1::Rendezvous::Service {
 
 class RendezvousServer {
  public:
-  // Listens on host:port (port 0: any free port). UNAVAILABLE if it cannot.
+  // Listens on host:port (port 0: any free port), never sharing it with
+  // another server. ALREADY_EXISTS if it cannot.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<RendezvousServer>> Start(
       const std::string& host, uint32_t port, const std::string& token);
   ~RendezvousServer();

@@ -42,11 +42,9 @@ def default_bin_dir() -> str:
 
 def spawn_weightcastd(workdir: str, s: int, env: dict | None = None,
                       bin_dir: str | None = None) -> subprocess.Popen:
-    """Sender daemon ``s`` listening on unix:WORKDIR/wc<s>.sock (a stale
-    socket removed first), logging to WORKDIR/weightcastd<s>.log."""
+    """Sender daemon ``s`` listening on unix:WORKDIR/wc<s>.sock (the daemon
+    replaces a stale socket itself), logging to WORKDIR/weightcastd<s>.log."""
     path = f"{workdir}/wc{s}.sock"
-    if os.path.exists(path):
-        os.unlink(path)
     log = open(f"{workdir}/weightcastd{s}.log", "w")
     return subprocess.Popen([os.path.join(bin_dir or default_bin_dir(), "weightcastd"),
                              "--listen", f"unix:{path}"], stdout=log, stderr=log, env=env)
