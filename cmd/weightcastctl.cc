@@ -112,7 +112,8 @@ std::string Human(uint64_t bytes) {
   return absl::StrFormat("%d B", bytes);
 }
 
-int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double deadline_s) {
+int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double deadline_s,
+              bool new_model) {
   grpc::ClientContext ctx;
   // Every RPC is bounded; the daemon keeps running an update whose client
   // gave up (Abort cancels it).
@@ -120,6 +121,7 @@ int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double 
                    std::chrono::milliseconds(static_cast<int64_t>(deadline_s * 1000)));
   weightcast::v1::UpdateRequest req;
   req.set_version(version);
+  req.set_new_model(new_model);
   auto reader = stub.Update(&ctx, req);
   const bool tty = isatty(STDOUT_FILENO);
   weightcast::v1::UpdateEvent ev;
@@ -233,6 +235,10 @@ int main(int argc, char** argv) {
            },
            "weight version (1, 2, ...: increasing)")
       ->required();
+  bool new_model = false;
+  c_upd->add_flag("--new-model", new_model,
+                  "this version may change the tensor set (on sender 0; otherwise receivers "
+                  "refuse a version whose tensors differ from the committed model's)");
   c_upd->add_option("--deadline", update_deadline, "seconds for the whole update")
       ->capture_default_str();
 
@@ -309,7 +315,7 @@ int main(int argc, char** argv) {
       std::cerr << "weightcastctl update: --deadline must be positive\n";
       return kUsage;
     }
-    return RunUpdate(*stub, version, update_deadline);
+    return RunUpdate(*stub, version, update_deadline, new_model);
   }
   if (*c_status) {
     grpc::ClientContext ctx;

@@ -15,7 +15,7 @@ namespace weightcast {
 std::string EncodeAnnouncement(const Announcement& a) {
   return absl::StrCat("seq=", a.seq, "\ngeneration=", a.generation, "\nversion=",
                       a.weight_version, "\nsenders=", a.num_senders, "\nworld=", a.world_size,
-                      "\ntransport=", a.transport, "\n");
+                      "\ntransport=", a.transport, "\n", a.new_model ? "new_model=1\n" : "");
 }
 
 absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text) {
@@ -39,6 +39,10 @@ absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text) {
     } else if (k == "transport") {
       a.transport = v;
       ok = v == "gloo" || v == "nccl";
+    } else if (k == "new_model") {  // optional
+      ok = v == "1";
+      a.new_model = true;
+      --seen;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("announcement: unknown field '", k, "'"));
     }
@@ -156,7 +160,7 @@ absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store) {
 
 absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight_version,
                                             uint32_t num_senders, uint32_t world_size,
-                                            const std::string& transport) {
+                                            const std::string& transport, bool new_model) {
   KeyValueStore& store = *member.store();
   ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(store));
   uint64_t generation = member.generation();
@@ -193,12 +197,24 @@ absl::StatusOr<Announcement> AnnounceUpdate(GroupMember& member, uint64_t weight
                  .weight_version = weight_version,
                  .num_senders = num_senders,
                  .world_size = world_size,
-                 .transport = transport};
+                 .transport = transport,
+                 .new_model = new_model};
   RETURN_IF_ERROR(store.Set(AnnounceKey(a.seq), EncodeAnnouncement(a)));
   RETURN_IF_ERROR(store.Set(UpdateKey(weight_version), absl::StrCat(a.seq)));
   RETURN_IF_ERROR(store.Set(kSeqKey, absl::StrCat(a.seq)));
   if (a.seq > kUpdatesKept) CollectUpdate(store, a.seq - kUpdatesKept);
   return a;
+}
+
+absl::Status MarkEarlierProcessGone(KeyValueStore& store, int rank) {
+  ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(store));
+  if (seq == 0) return absl::OkStatus();
+  absl::StatusOr<std::string> text = store.Get(AnnounceKey(seq));
+  if (!text.ok()) return absl::IsNotFound(text.status()) ? absl::OkStatus() : text.status();
+  absl::StatusOr<Announcement> a = DecodeAnnouncement(*text);
+  if (!a.ok()) return absl::OkStatus();
+  if (!store.Get(MemberKey(a->generation, rank)).ok()) return absl::OkStatus();
+  return store.Set(BrokenKey(a->generation), absl::StrCat("rank ", rank, " (re)joined"));
 }
 
 void CollectUpdate(KeyValueStore& store, uint64_t seq) {

@@ -54,6 +54,9 @@ struct Announcement {
   uint32_t num_senders = 0;
   uint32_t world_size = 0;
   std::string transport;  // "gloo" or "nccl"
+  // The orchestrator declared a new model: receivers take this version's
+  // tensor set as the model's instead of refusing one that differs.
+  bool new_model = false;
   friend bool operator==(const Announcement&, const Announcement&) = default;
 };
 
@@ -147,7 +150,8 @@ class GroupMember {
                                                           uint64_t weight_version,
                                                           uint32_t num_senders,
                                                           uint32_t world_size,
-                                                          const std::string& transport);
+                                                          const std::string& transport,
+                                                          bool new_model = false);
 
 // Other senders: waits for the coordinator's announcement of
 // `weight_version` with a sequence number above `after_seq` (the last one
@@ -166,6 +170,13 @@ class GroupMember {
 
 // The last announced sequence number (0 when none yet).
 [[nodiscard]] absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store);
+
+// A process taking over `rank` (a restarted sidecar, a re-initialised one):
+// when an earlier process of the rank was a member of the current
+// generation, marks that generation broken, so the coordinator re-forms the
+// group at the next update instead of that update failing on the dead
+// process's connections.
+[[nodiscard]] absl::Status MarkEarlierProcessGone(KeyValueStore& store, int rank);
 
 }  // namespace weightcast
 

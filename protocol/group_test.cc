@@ -91,6 +91,28 @@ TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
   a.transport = "gloo";
   a.world_size = 2;  // no inference rank
   EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a)).ok());
+  a.world_size = 4;
+  a.new_model = true;
+  EXPECT_EQ(DecodeAnnouncement(EncodeAnnouncement(a)).value(), a);
+  EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a) + "new_model=0\n").ok());
+}
+
+TEST(GroupTest, ARestartedProcessMarksItsPredecessorsGenerationBroken) {
+  MapStore store;
+  EXPECT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // nothing announced yet
+  GroupMember coordinator(&store,
+                          [](const TransportRequest& r, const std::atomic<bool>&)
+                              -> absl::StatusOr<std::unique_ptr<Transport>> {
+                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
+                          },
+                          0);
+  auto a = AnnounceUpdate(coordinator, 1, 2, 3, "gloo");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // rank 1 never joined it
+  EXPECT_TRUE(absl::IsNotFound(store.Get(BrokenKey(a->generation)).status()));
+  ASSERT_TRUE(store.Set(MemberKey(a->generation, 1), "earlier process").ok());
+  ASSERT_TRUE(MarkEarlierProcessGone(store, 1).ok());
+  EXPECT_EQ(store.Get(BrokenKey(a->generation)).value(), "rank 1 (re)joined");
 }
 
 // An announcement of generation `g` for a world of `world` ranks.

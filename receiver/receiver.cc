@@ -1,15 +1,54 @@
 #include "receiver/receiver.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <future>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "protocol/manifest_exchange.h"
 #include "receiver/cuda_bucket_landing.h"
 
 namespace weightcast {
+namespace {
+
+// FAILED_PRECONDITION naming what `manifest` lacks, adds or changes against
+// the model committed at `model_version` (at most a few of each, and how
+// many in all).
+absl::Status CheckSameModel(const absl::flat_hash_map<std::string, TensorSpec>& model,
+                            uint64_t model_version, const GlobalManifest& manifest) {
+  std::vector<std::string> extra, changed, missing;
+  absl::flat_hash_map<std::string, bool> seen;
+  for (const ManifestTensor& t : manifest.tensors) {
+    auto it = model.find(t.spec.name);
+    if (it == model.end()) {
+      extra.push_back(t.spec.name);
+    } else if (!(it->second == t.spec)) {
+      changed.push_back(absl::StrCat(DebugString(t.spec), " (was ", DebugString(it->second), ")"));
+    }
+    seen[t.spec.name] = true;
+  }
+  for (const auto& [name, spec] : model) {
+    if (!seen.contains(name)) missing.push_back(name);
+  }
+  if (extra.empty() && changed.empty() && missing.empty()) return absl::OkStatus();
+  auto list = [](const char* what, std::vector<std::string> v) -> std::string {
+    if (v.empty()) return "";
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    if (n > 5) v.resize(5);
+    return absl::StrCat("; ", n, " ", what, ": ", absl::StrJoin(v, ", "), n > 5 ? ", ..." : "");
+  };
+  return absl::FailedPreconditionError(absl::StrCat(
+      "version ", manifest.weight_version, " is not the model committed at version ",
+      model_version, list("missing", missing), list("extra", extra), list("changed", changed),
+      " (a sender that restarted without registering again? declare a new model with "
+      "new_model to change it)"));
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions& options,
                                                            KeyValueStore* store,
@@ -169,7 +208,10 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   // collective: this rank keeps receiving and votes 0, so the group stays
   // in step and usable.
   sink.SetWriteDevice(landing.device() && sink.TakesDeviceMemory() ? options_.cuda_device : -1);
-  absl::Status local = sink.Begin(*manifest);
+  absl::Status local = model_version_ != 0 && !a.new_model
+                           ? CheckSameModel(model_, model_version_, *manifest)
+                           : absl::OkStatus();
+  if (local.ok()) local = sink.Begin(*manifest);
   const bool begun = local.ok();
   // Two landing slots: bucket g is verified and handed to the sink on a
   // worker while bucket g+1 arrives. Sink calls stay serialized (the next
@@ -228,6 +270,9 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
   }
   result.committed = true;
   result.location = *where;
+  model_.clear();
+  for (const ManifestTensor& t : manifest->tensors) model_.emplace(t.spec.name, t.spec);
+  model_version_ = a.weight_version;
   result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return result;
 }

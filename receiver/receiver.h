@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "protocol/group.h"
@@ -90,6 +91,11 @@ class Receiver {
   std::atomic<bool> stopped_{false};
   std::unique_ptr<BucketLanding> host_landing_;
   std::unique_ptr<BucketLanding> gpu_landing_;
+  // The model: the tensors of the last version this rank committed (set by
+  // the first one, replaced when an update declares a new model). A later
+  // version must hold exactly these.
+  absl::flat_hash_map<std::string, TensorSpec> model_;
+  uint64_t model_version_ = 0;
 };
 
 }  // namespace weightcast

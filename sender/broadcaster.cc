@@ -112,6 +112,7 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
     if (!reach.ok()) {
       return absl::UnavailableError(absl::StrCat("rendezvous at ", address, ": ", reach.message()));
     }
+    RETURN_IF_ERROR(MarkEarlierProcessGone(*store, static_cast<int>(config.sender_rank)));
   }
   config_ = config;
   format_ = format;
@@ -119,6 +120,8 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
   store_ = std::move(store);
   member_ = std::move(member);
   ASSIGN_OR_RETURN(last_seq_, LastAnnouncedSeq(*store_));
+  absl::StatusOr<std::string> incarnation = store_->Get(kIncarnationKey);
+  incarnation_ = incarnation.ok() ? *incarnation : "";
   initialized_ = true;
   stats_.state = "idle";
   stats_.rank = config.sender_rank;
@@ -155,7 +158,8 @@ std::pair<uint32_t, uint64_t> Broadcaster::RegisteredCount() const {
   return {static_cast<uint32_t>(registry_.size()), registry_.total_bytes()};
 }
 
-absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_event) {
+absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_event,
+                                 bool new_model) {
   {
     absl::MutexLock lock(&mu_);
     if (!initialized_) {
@@ -169,6 +173,13 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
       return absl::InvalidArgumentError(absl::StrCat(
           "version ", version, " exceeds the largest version ", kMaxVersion,
           " (a negative number read as unsigned?)"));
+    }
+    if (registry_.size() == 0) {
+      // What a sidecar restarted and initialised without registering does:
+      // its part of the model would silently be missing from the version.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "sender ", config_.sender_rank, " has no tensors registered: register them "
+          "(again, after a restart) before an update"));
     }
     if (version == 0 || version <= stats_.last_committed_version) {
       return absl::FailedPreconditionError(absl::StrCat(
@@ -207,9 +218,20 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
       ASSIGN_OR_RETURN(BucketPlan plan, PlanBuckets(wire.outputs, config.bucket_bytes, 0));
       const absl::Duration timeout = absl::Seconds(config.timeout_s);
       const uint32_t world = config.num_senders + config.inference_world_size;
+      if (config.sender_rank != 0) {
+        // Sender 0 restarted (or was re-initialised) since: its numbering
+        // started again, so every announcement of it is new to this sender.
+        absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey);
+        absl::MutexLock lock(&mu_);
+        if (incarnation.ok() && *incarnation != incarnation_) {
+          incarnation_ = *incarnation;
+          last_seq = 0;
+        }
+      }
       absl::StatusOr<Announcement> a =
           config.sender_rank == 0
-              ? AnnounceUpdate(*member, version, config.num_senders, world, config.transport)
+              ? AnnounceUpdate(*member, version, config.num_senders, world, config.transport,
+                               new_model)
               : AwaitUpdate(*store, version, last_seq, absl::Now() + timeout);
       if (!a.ok()) return a.status();
       // However this update ends, sender 0 records that it ended, so a

@@ -87,7 +87,10 @@ class Broadcaster {
   // is Committed or Failed. Returns the same outcome. FAILED_PRECONDITION
   // before Init, while another update runs, or when `version` is not greater
   // than the last committed one.
-  [[nodiscard]] absl::Status Update(uint64_t version, const UpdateEventSink& on_event);
+  // `new_model` (read on sender 0): this version may hold another tensor
+  // set than the committed model's; receivers take it as the new model.
+  [[nodiscard]] absl::Status Update(uint64_t version, const UpdateEventSink& on_event,
+                                    bool new_model = false);
 
   [[nodiscard]] BroadcasterStatus GetStatus() const;
 
@@ -109,7 +112,6 @@ class Broadcaster {
   // addresses written into `snap`). For gloo: refuses sources in GPU memory.
   absl::StatusOr<DataPlane> PrepareDataPlane(const BroadcasterConfig& config,
                                              RegistrySnapshot& snap);
-  absl::Status RunUpdate(uint64_t version, const UpdateEventSink& on_event);
   void Teardown() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
@@ -123,6 +125,9 @@ class Broadcaster {
   std::shared_ptr<RendezvousKeyValueStore> store_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<GroupMember> member_ ABSL_GUARDED_BY(mu_);
   uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // The coordinator incarnation last_seq_ counts in: a restarted sender 0
+  // numbers its announcements from 1 again.
+  std::string incarnation_ ABSL_GUARDED_BY(mu_);
   BroadcasterStatus stats_ ABSL_GUARDED_BY(mu_);
   // Used only by the thread running an update (updating_ makes it the only
   // one), so not under mu_: opening IPC handles must not block GetStatus.

@@ -127,7 +127,7 @@ grpc::Status BroadcasterService::Update(grpc::ServerContext* ctx, const v1::Upda
     }
     if (ctx->IsCancelled() || !writer->Write(out)) client_gone = true;
   };
-  absl::Status s = core_->Update(req->version(), emit);
+  absl::Status s = core_->Update(req->version(), emit, req->new_model());
   // An update that started reports its outcome in the stream (Committed or
   // Failed) and the RPC ends OK; one refused before it started (wrong state,
   // version not increasing) ends with that status and no events.

@@ -2,6 +2,8 @@
 loopback, driven through weightcastctl as an orchestrator would."""
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 import os
 
 
@@ -223,3 +225,85 @@ def test_receivers_outlive_an_abort_of_sender_0_and_take_the_next_version(make_c
     assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
     for rank in c.receivers:
         c.verify(rank, 2)
+
+
+def test_a_version_is_the_whole_model_or_nothing(make_cluster):
+    """Sender 1 restarted and initialised without registering (what a
+    supervisor's restart does) used to commit a version without its tensors,
+    with LATEST pointing at it. Now: a sender with nothing registered refuses
+    the update; one that registered only part of its tensors has the version
+    refused by the receivers, naming what is missing; a declared new model
+    changes the tensor set."""
+    import signal
+
+    from weightcast.shm import ShmTensorFile
+    from weightcast_testing.cluster import spawn_weightcastd
+
+    c = make_cluster(timeout_s=8)
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    c.daemons[1].send_signal(signal.SIGKILL)
+    c.daemons[1].wait()
+    c.daemons[1] = spawn_weightcastd(c.workdir, 1, c.env("sender1"), c.bin_dir)
+    deadline = time.time() + 20
+    while c.ctl(1, "status").rc != 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert c.init(1).rc == 0
+    r = c.ctl(1, "update", "--version", "2")
+    assert r.rc == 1 and "sender 1 has no tensors registered" in r.err, r.out + r.err
+    # Sender 1 registers all of its tensors but one.
+    part = c.parts[1]
+    dropped = part[-1][0]
+    f = ShmTensorFile.create(f"{c.workdir}/partial1.bin", part[:-1])
+    desc = f"{c.workdir}/partial1.json"
+    f.write_descriptors(desc, config=c.model.config())
+    assert c.ctl(1, "register", "--descriptors", desc).rc == 0
+    results = c.update(2)
+    for r in results:
+        assert r.rc == 1, r.out + r.err
+        assert "is not the model committed at version 1; 1 missing: " + dropped in r.out, r.out
+    for rank in c.receivers:
+        assert open(f"{c.receiver_out(rank)}/LATEST").read().strip() == "1"
+        assert not os.path.exists(f"{c.receiver_out(rank)}/step_2")
+        c.verify(rank, 1)
+    # Declared as a new model, the same tensor set commits.
+    with ThreadPoolExecutor(2) as pool:
+        later = pool.submit(c.ctl, 1, "update", "--version", "3")
+        first = c.ctl(0, "update", "--version", "3", "--new-model")
+        results = [first, later.result()]
+    assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
+    tensors, _ = c.load(2, 3)
+    assert dropped not in tensors and len(tensors) == len(list(c.model.tensors())) - 1
+    f.close()
+
+
+def test_surviving_senders_follow_a_restarted_sender_0(make_cluster):
+    """Sender 0 restarted (and was initialised and registered again): the
+    other senders, left as they were, take part in the next update (they
+    used to fail every update until each was aborted and initialised)."""
+    import signal
+
+    from weightcast_testing.cluster import spawn_weightcastd
+
+    c = make_cluster()
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    c.daemons[0].send_signal(signal.SIGKILL)
+    c.daemons[0].wait()
+    c.daemons[0] = spawn_weightcastd(c.workdir, 0, c.env("sender0"), c.bin_dir)
+    deadline = time.time() + 20
+    while c.ctl(0, "status").rc != 0 and time.time() < deadline:
+        time.sleep(0.1)
+    assert c.init(0).rc == 0
+    desc = f"{c.workdir}/trainer0.json"
+    assert c.ctl(0, "register", "--descriptors", desc).rc == 0
+    for version in (2, 3):
+        c.write_version(version)
+        results = c.update(version)
+        assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
+        for rank in c.receivers:
+            c.verify(rank, version)

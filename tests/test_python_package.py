@@ -82,6 +82,7 @@ def daemons(tmp_path):
                     time.sleep(0.1)
         return addrs, free_port()
 
+    start.procs = procs  # a test may restart one, as a supervisor would
     yield start
     for p in procs:
         p.terminate()
@@ -224,23 +225,39 @@ def test_orchestrator_names_a_failing_sender_at_once_and_recovers(daemons, tmp_p
     try:
         assert group.update(1, deadline_s=60).version == 1
         # Sender 1 is aborted from elsewhere: the orchestrator finds it
-        # uninitialised and initialises it again, but the daemons cannot
-        # take a re-initialised member into the running generation: sender
-        # 1 fails this update at once, and sender 0, left waiting in a
-        # collective for it, is aborted at once rather than after its 30 s
-        # timeout. The error names sender 1 first.
+        # uninitialised, initialises it again, and the group re-forms.
         Sidecar(addrs[1]).abort()
+        assert group.update(2, deadline_s=60).version == 2
+        # Sender 1's sidecar restarts (as a supervisor restarts it): the
+        # orchestrator initialises it again, but nothing is registered
+        # there, so sender 1 refuses the update at once; sender 0, left
+        # waiting in a collective for it, is aborted at once rather than
+        # after its 30 s timeout. The error names sender 1 first.
+        from weightcast_testing.cluster import spawn_weightcastd
+
+        daemons.procs[1].kill()
+        daemons.procs[1].wait()
+        daemons.procs[1] = spawn_weightcastd(str(tmp_path), 1)
+        deadline = time.time() + 20
+        while True:
+            try:
+                Sidecar(addrs[1], call_timeout_s=1).status()
+                break
+            except ControlError:
+                assert time.time() < deadline
+                time.sleep(0.1)
         t0 = time.monotonic()
         with pytest.raises(GroupError) as e:
-            group.update(2, deadline_s=60)
+            group.update(3, deadline_s=60)
         assert time.monotonic() - t0 < 15
         assert e.value.first == 1, e.value
-        assert e.value.failures[1].code == grpc.StatusCode.ABORTED
-        assert "sender 1" in str(e.value) and "earlier process" in str(e.value)
+        assert e.value.failures[1].code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "sender 1 has no tensors registered" in str(e.value)
         # Sender 0's abort was the senders' business: the receiver is still there.
         assert recv.poll() is None
-        # The orchestrator initialises the senders it finds uninitialised
-        # (the one aborted from outside, the one it aborted), and goes on.
+        # Registered again, it takes part: the orchestrator initialises the
+        # sender it aborted, and goes on.
+        Sidecar(addrs[1]).register(files[1].descriptors()["tensors"])
         assert group.update(3, deadline_s=60).version == 3
         got = received(tmp_path, 2, 3)
         assert torch.equal(got["a"], torch.ones(8)) and torch.equal(got["b"], torch.full((8,), 2.0))

@@ -192,16 +192,20 @@ class Sidecar:
         r = self._call(self._stub.RegisterTensors, req, timeout_s)
         return r.registered, r.total_bytes
 
-    def update(self, version: int, timeout_s: float | None = None
+    def update(self, version: int, timeout_s: float | None = None, new_model: bool = False
                ) -> Iterator[Planned | BucketSent | SourceReleased | Committed]:
         """Update: yields the progress events and ends after Committed; a
         Failed event raises UpdateFailed, a refusal ControlError.
         ``timeout_s``: deadline of the whole stream (None: none beyond the
         daemon's own per-collective timeouts). Leaving the iterator early
-        does not cancel the update in the daemon (Abort does)."""
-        if not isinstance(version, int) or version < 1 or version >= 1 << 64:
-            raise ValueError(f"version {version!r}: an integer in [1, 2^64)")
-        stream = self._stub.Update(control_pb2.UpdateRequest(version=version), timeout=timeout_s)
+        does not cancel the update in the daemon (Abort does).
+        ``new_model`` (read on sender 0): this version may change the
+        tensor set; otherwise receivers refuse one that differs from the
+        committed model's."""
+        if not isinstance(version, int) or version < 1 or version >= 1 << 63:
+            raise ValueError(f"version {version!r}: an integer in [1, 2^63)")
+        stream = self._stub.Update(control_pb2.UpdateRequest(version=version, new_model=new_model),
+                                   timeout=timeout_s)
         try:
             for ev in stream:
                 kind = ev.WhichOneof("event")

@@ -115,14 +115,16 @@ class Orchestrator:
         The next ``update`` initialises them again."""
         return self._each("abort", lambda r, s: s.abort())
 
-    def update(self, version: int, deadline_s: float | None = None) -> GroupUpdate:
+    def update(self, version: int, deadline_s: float | None = None,
+               new_model: bool = False) -> GroupUpdate:
         """Version ``version`` on every sender at once. Returns when all
         committed. As soon as one sender fails, raises GroupError naming it;
         senders still inside the update then (a refusal or a lost peer left
         them waiting in a collective) are aborted first, and re-initialised
         at the next call. A group that voted the version down ends on every
         sender by itself and needs no abort. ``deadline_s`` bounds the whole
-        update (the senders not done by then are named and aborted)."""
+        update (the senders not done by then are named and aborted).
+        ``new_model``: the group's tensor set changes with this version."""
         if self._config is not None:
             self._reinit()
         start = time.monotonic()
@@ -136,7 +138,7 @@ class Orchestrator:
         def run(r: int, s: Sidecar) -> None:
             try:
                 left = None if deadline is None else max(0.001, deadline - time.monotonic())
-                for ev in s.update(version, timeout_s=left):
+                for ev in s.update(version, timeout_s=left, new_model=new_model):
                     if isinstance(ev, Planned):
                         planned[r] = ev
                     elif isinstance(ev, Committed):
@@ -193,6 +195,14 @@ class Orchestrator:
         config = self._config
         assert config is not None
         states = self._each("status", lambda r, s: s.status().state)
+        # A sender aborted a moment ago may still be leaving its update.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            busy = [r for r, st in states.items() if st == "updating"]
+            if not busy:
+                break
+            time.sleep(0.05)
+            states.update(self._each("status", lambda r, s: s.status().state, ranks=busy))
         again = sorted(r for r, st in states.items() if st == "uninitialized")
         self._each("init (after abort)", lambda r, s: s.init(config, r),
                    ranks=[r for r in again if r == 0])

@@ -72,7 +72,8 @@ class Publication:
     ``result(timeout)`` waits for the group's outcome: the ``Committed``
     event, or raises the sender's error."""
 
-    def __init__(self, sidecar: Sidecar, version: int, timeout_s: float | None, progress: bool):
+    def __init__(self, sidecar: Sidecar, version: int, timeout_s: float | None, progress: bool,
+                 new_model: bool = False):
         self.version = version
         self.planned: Planned | None = None
         self.committed: Committed | None = None
@@ -84,13 +85,15 @@ class Publication:
         self._done = threading.Event()
         self._bar = None
         self._progress = progress
+        self._new_model = new_model
         self._thread = threading.Thread(target=self._run, args=(sidecar, timeout_s),
                                         name=f"weightcast-publish-{version}", daemon=True)
         self._thread.start()
 
     def _run(self, sidecar: Sidecar, timeout_s: float | None) -> None:
         try:
-            for ev in sidecar.update(self.version, timeout_s=timeout_s):
+            for ev in sidecar.update(self.version, timeout_s=timeout_s,
+                                     new_model=self._new_model):
                 if isinstance(ev, Planned):
                     self.planned = ev
                     if self._progress:
@@ -303,12 +306,14 @@ class TrainerSidecar:
 
     # ---- updates ---------------------------------------------------------
     def publish(self, version: int, *, wait: str = "released", timeout_s: float | None = None,
-                progress: bool | None = None) -> Publication:
+                progress: bool | None = None, new_model: bool = False) -> Publication:
         """Broadcasts ``version`` of the registered tensors (this rank's part
         of it; every sender of the group publishes the same version).
         ``wait``: "released" (return once this sender read its sources),
         "committed" (once the group committed) or "none". Raises the
-        daemon's error if the update fails before ``wait`` is met."""
+        daemon's error if the update fails before ``wait`` is met.
+        ``new_model``: this version changes the model's tensor set (every
+        rank of the group passes the same; sender 0's is the one read)."""
         if wait not in ("released", "committed", "none"):
             raise ValueError(f"wait={wait!r}: 'released', 'committed' or 'none'")
         if self._source is None:
@@ -318,7 +323,7 @@ class TrainerSidecar:
         self.sync()
         if progress is None:
             progress = sys.stderr.isatty()
-        pub = Publication(self.sidecar, version, timeout_s, progress)
+        pub = Publication(self.sidecar, version, timeout_s, progress, new_model)
         self._last = pub
         if wait == "released":
             pub.wait_released(timeout_s)

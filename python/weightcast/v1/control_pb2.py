@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bweightcast/v1/control.proto\x12\rweightcast.v1\"O\n\x0cQuantization\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x12\n\nscale_rule\x18\x02 \x01(\t\x12\x1b\n\x13power_of_two_scales\x18\x03 \x01(\x08\"y\n\rFormatOptions\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x15\n\rsource_layout\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x31\n\x0cquantization\x18\x04 \x01(\x0b\x32\x1b.weightcast.v1.Quantization\"\xb2\x02\n\x16InitBroadcasterRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x13\n\x0bsender_rank\x18\x03 \x01(\r\x12\x13\n\x0bnum_senders\x18\x04 \x01(\r\x12\x13\n\x0brank_offset\x18\x05 \x01(\r\x12\x1c\n\x14inference_world_size\x18\x06 \x01(\r\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12\x11\n\ttransport\x18\x08 \x01(\t\x12,\n\x06\x66ormat\x18\t \x01(\x0b\x32\x1c.weightcast.v1.FormatOptions\x12\x14\n\x0c\x62ucket_bytes\x18\n \x01(\x04\x12\r\n\x05token\x18\x0b \x01(\t\x12\x11\n\tdata_host\x18\x0c \x01(\t\x12\x13\n\x0b\x63uda_device\x18\r \x01(\x05\";\n\x17InitBroadcasterResponse\x12\x12\n\nworld_size\x18\x01 \x01(\r\x12\x0c\n\x04rank\x18\x02 \x01(\r\"+\n\x0bShmLocation\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"_\n\x0f\x43udaIpcLocation\x12\x12\n\nipc_handle\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\x05\x12\x18\n\x10\x61llocation_bytes\x18\x04 \x01(\x04\"\xa9\x01\n\x10TensorDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12)\n\x03shm\x18\x04 \x01(\x0b\x32\x1a.weightcast.v1.ShmLocationH\x00\x12\x32\n\x08\x63uda_ipc\x18\x05 \x01(\x0b\x32\x1e.weightcast.v1.CudaIpcLocationH\x00\x42\n\n\x08location\"\x88\x01\n\x16RegisterTensorsRequest\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.weightcast.v1.TensorDescriptor\x12\x16\n\x0e\x63heckpoint_dir\x18\x02 \x01(\t\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\"B\n\x17RegisterTensorsResponse\x12\x12\n\nregistered\x18\x01 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\" \n\rUpdateRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"\xf4\x04\n\x0bUpdateEvent\x12\x35\n\x07planned\x18\x01 \x01(\x0b\x32\".weightcast.v1.UpdateEvent.PlannedH\x00\x12\x37\n\x06\x62ucket\x18\x02 \x01(\x0b\x32%.weightcast.v1.UpdateEvent.BucketSentH\x00\x12\x44\n\x0fsource_released\x18\x03 \x01(\x0b\x32).weightcast.v1.UpdateEvent.SourceReleasedH\x00\x12\x39\n\tcommitted\x18\x04 \x01(\x0b\x32$.weightcast.v1.UpdateEvent.CommittedH\x00\x12\x33\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32!.weightcast.v1.UpdateEvent.FailedH\x00\x1a]\n\x07Planned\x12\x13\n\x0bnum_buckets\x18\x01 \x01(\r\x12\x13\n\x0bown_buckets\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\r\x1aM\n\nBucketSent\x12\r\n\x05index\x18\x01 \x01(\r\x12\x13\n\x0bnum_buckets\x18\x02 \x01(\r\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0c\n\x04root\x18\x04 \x01(\r\x1a\x10\n\x0eSourceReleased\x1a<\n\tCommitted\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x1a\x38\n\x06\x46\x61iled\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\tB\x07\n\x05\x65vent\"\x12\n\x10GetStatusRequest\"\xef\x01\n\x11GetStatusResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x1e\n\x16last_committed_version\x18\x02 \x01(\x04\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x19\n\x11updates_committed\x18\x04 \x01(\x04\x12\x16\n\x0eupdates_failed\x18\x05 \x01(\x04\x12\x12\n\nbytes_sent\x18\x06 \x01(\x04\x12\x1a\n\x12registered_tensors\x18\x07 \x01(\r\x12\x0c\n\x04rank\x18\x08 \x01(\r\x12\x12\n\nworld_size\x18\t \x01(\r\x12\x12\n\ngeneration\x18\n \x01(\x04\"\x0e\n\x0c\x41\x62ortRequest\"\'\n\rAbortResponse\x12\x16\n\x0e\x61\x62orted_update\x18\x01 \x01(\x08\x32\xab\x03\n\x0b\x42roadcaster\x12`\n\x0fInitBroadcaster\x12%.weightcast.v1.InitBroadcasterRequest\x1a&.weightcast.v1.InitBroadcasterResponse\x12`\n\x0fRegisterTensors\x12%.weightcast.v1.RegisterTensorsRequest\x1a&.weightcast.v1.RegisterTensorsResponse\x12\x44\n\x06Update\x12\x1c.weightcast.v1.UpdateRequest\x1a\x1a.weightcast.v1.UpdateEvent0\x01\x12N\n\tGetStatus\x12\x1f.weightcast.v1.GetStatusRequest\x1a .weightcast.v1.GetStatusResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.weightcast.v1.AbortRequest\x1a\x1c.weightcast.v1.AbortResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bweightcast/v1/control.proto\x12\rweightcast.v1\"O\n\x0cQuantization\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x12\n\nscale_rule\x18\x02 \x01(\t\x12\x1b\n\x13power_of_two_scales\x18\x03 \x01(\x08\"y\n\rFormatOptions\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x15\n\rsource_layout\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x31\n\x0cquantization\x18\x04 \x01(\x0b\x32\x1b.weightcast.v1.Quantization\"\xb2\x02\n\x16InitBroadcasterRequest\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x13\n\x0bsender_rank\x18\x03 \x01(\r\x12\x13\n\x0bnum_senders\x18\x04 \x01(\r\x12\x13\n\x0brank_offset\x18\x05 \x01(\r\x12\x1c\n\x14inference_world_size\x18\x06 \x01(\r\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12\x11\n\ttransport\x18\x08 \x01(\t\x12,\n\x06\x66ormat\x18\t \x01(\x0b\x32\x1c.weightcast.v1.FormatOptions\x12\x14\n\x0c\x62ucket_bytes\x18\n \x01(\x04\x12\r\n\x05token\x18\x0b \x01(\t\x12\x11\n\tdata_host\x18\x0c \x01(\t\x12\x13\n\x0b\x63uda_device\x18\r \x01(\x05\";\n\x17InitBroadcasterResponse\x12\x12\n\nworld_size\x18\x01 \x01(\r\x12\x0c\n\x04rank\x18\x02 \x01(\r\"+\n\x0bShmLocation\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"_\n\x0f\x43udaIpcLocation\x12\x12\n\nipc_handle\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\x05\x12\x18\n\x10\x61llocation_bytes\x18\x04 \x01(\x04\"\xa9\x01\n\x10TensorDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12)\n\x03shm\x18\x04 \x01(\x0b\x32\x1a.weightcast.v1.ShmLocationH\x00\x12\x32\n\x08\x63uda_ipc\x18\x05 \x01(\x0b\x32\x1e.weightcast.v1.CudaIpcLocationH\x00\x42\n\n\x08location\"\x88\x01\n\x16RegisterTensorsRequest\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.weightcast.v1.TensorDescriptor\x12\x16\n\x0e\x63heckpoint_dir\x18\x02 \x01(\t\x12\x0f\n\x07replace\x18\x03 \x01(\x08\x12\x13\n\x0b\x63onfig_json\x18\x04 \x01(\t\"B\n\x17RegisterTensorsResponse\x12\x12\n\nregistered\x18\x01 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x02 \x01(\x04\"3\n\rUpdateRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x11\n\tnew_model\x18\x02 \x01(\x08\"\xf4\x04\n\x0bUpdateEvent\x12\x35\n\x07planned\x18\x01 \x01(\x0b\x32\".weightcast.v1.UpdateEvent.PlannedH\x00\x12\x37\n\x06\x62ucket\x18\x02 \x01(\x0b\x32%.weightcast.v1.UpdateEvent.BucketSentH\x00\x12\x44\n\x0fsource_released\x18\x03 \x01(\x0b\x32).weightcast.v1.UpdateEvent.SourceReleasedH\x00\x12\x39\n\tcommitted\x18\x04 \x01(\x0b\x32$.weightcast.v1.UpdateEvent.CommittedH\x00\x12\x33\n\x06\x66\x61iled\x18\x05 \x01(\x0b\x32!.weightcast.v1.UpdateEvent.FailedH\x00\x1a]\n\x07Planned\x12\x13\n\x0bnum_buckets\x18\x01 \x01(\r\x12\x13\n\x0bown_buckets\x18\x02 \x01(\r\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bnum_tensors\x18\x04 \x01(\r\x1aM\n\nBucketSent\x12\r\n\x05index\x18\x01 \x01(\r\x12\x13\n\x0bnum_buckets\x18\x02 \x01(\r\x12\r\n\x05\x62ytes\x18\x03 \x01(\x04\x12\x0c\n\x04root\x18\x04 \x01(\r\x1a\x10\n\x0eSourceReleased\x1a<\n\tCommitted\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\x1a\x38\n\x06\x46\x61iled\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\tB\x07\n\x05\x65vent\"\x12\n\x10GetStatusRequest\"\xef\x01\n\x11GetStatusResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x1e\n\x16last_committed_version\x18\x02 \x01(\x04\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x19\n\x11updates_committed\x18\x04 \x01(\x04\x12\x16\n\x0eupdates_failed\x18\x05 \x01(\x04\x12\x12\n\nbytes_sent\x18\x06 \x01(\x04\x12\x1a\n\x12registered_tensors\x18\x07 \x01(\r\x12\x0c\n\x04rank\x18\x08 \x01(\r\x12\x12\n\nworld_size\x18\t \x01(\r\x12\x12\n\ngeneration\x18\n \x01(\x04\"\x0e\n\x0c\x41\x62ortRequest\"\'\n\rAbortResponse\x12\x16\n\x0e\x61\x62orted_update\x18\x01 \x01(\x08\x32\xab\x03\n\x0b\x42roadcaster\x12`\n\x0fInitBroadcaster\x12%.weightcast.v1.InitBroadcasterRequest\x1a&.weightcast.v1.InitBroadcasterResponse\x12`\n\x0fRegisterTensors\x12%.weightcast.v1.RegisterTensorsRequest\x1a&.weightcast.v1.RegisterTensorsResponse\x12\x44\n\x06Update\x12\x1c.weightcast.v1.UpdateRequest\x1a\x1a.weightcast.v1.UpdateEvent0\x01\x12N\n\tGetStatus\x12\x1f.weightcast.v1.GetStatusRequest\x1a .weightcast.v1.GetStatusResponse\x12\x42\n\x05\x41\x62ort\x12\x1b.weightcast.v1.AbortRequest\x1a\x1c.weightcast.v1.AbortResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,27 +50,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERTENSORSRESPONSE']._serialized_start=1073
   _globals['_REGISTERTENSORSRESPONSE']._serialized_end=1139
   _globals['_UPDATEREQUEST']._serialized_start=1141
-  _globals['_UPDATEREQUEST']._serialized_end=1173
-  _globals['_UPDATEEVENT']._serialized_start=1176
-  _globals['_UPDATEEVENT']._serialized_end=1804
-  _globals['_UPDATEEVENT_PLANNED']._serialized_start=1485
-  _globals['_UPDATEEVENT_PLANNED']._serialized_end=1578
-  _globals['_UPDATEEVENT_BUCKETSENT']._serialized_start=1580
-  _globals['_UPDATEEVENT_BUCKETSENT']._serialized_end=1657
-  _globals['_UPDATEEVENT_SOURCERELEASED']._serialized_start=1659
-  _globals['_UPDATEEVENT_SOURCERELEASED']._serialized_end=1675
-  _globals['_UPDATEEVENT_COMMITTED']._serialized_start=1677
-  _globals['_UPDATEEVENT_COMMITTED']._serialized_end=1737
-  _globals['_UPDATEEVENT_FAILED']._serialized_start=1739
-  _globals['_UPDATEEVENT_FAILED']._serialized_end=1795
-  _globals['_GETSTATUSREQUEST']._serialized_start=1806
-  _globals['_GETSTATUSREQUEST']._serialized_end=1824
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1827
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2066
-  _globals['_ABORTREQUEST']._serialized_start=2068
-  _globals['_ABORTREQUEST']._serialized_end=2082
-  _globals['_ABORTRESPONSE']._serialized_start=2084
-  _globals['_ABORTRESPONSE']._serialized_end=2123
-  _globals['_BROADCASTER']._serialized_start=2126
-  _globals['_BROADCASTER']._serialized_end=2553
+  _globals['_UPDATEREQUEST']._serialized_end=1192
+  _globals['_UPDATEEVENT']._serialized_start=1195
+  _globals['_UPDATEEVENT']._serialized_end=1823
+  _globals['_UPDATEEVENT_PLANNED']._serialized_start=1504
+  _globals['_UPDATEEVENT_PLANNED']._serialized_end=1597
+  _globals['_UPDATEEVENT_BUCKETSENT']._serialized_start=1599
+  _globals['_UPDATEEVENT_BUCKETSENT']._serialized_end=1676
+  _globals['_UPDATEEVENT_SOURCERELEASED']._serialized_start=1678
+  _globals['_UPDATEEVENT_SOURCERELEASED']._serialized_end=1694
+  _globals['_UPDATEEVENT_COMMITTED']._serialized_start=1696
+  _globals['_UPDATEEVENT_COMMITTED']._serialized_end=1756
+  _globals['_UPDATEEVENT_FAILED']._serialized_start=1758
+  _globals['_UPDATEEVENT_FAILED']._serialized_end=1814
+  _globals['_GETSTATUSREQUEST']._serialized_start=1825
+  _globals['_GETSTATUSREQUEST']._serialized_end=1843
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1846
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2085
+  _globals['_ABORTREQUEST']._serialized_start=2087
+  _globals['_ABORTREQUEST']._serialized_end=2101
+  _globals['_ABORTRESPONSE']._serialized_start=2103
+  _globals['_ABORTRESPONSE']._serialized_end=2142
+  _globals['_BROADCASTER']._serialized_start=2145
+  _globals['_BROADCASTER']._serialized_end=2572
 # @@protoc_insertion_point(module_scope)
