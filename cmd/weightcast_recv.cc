@@ -134,6 +134,11 @@ int main(int argc, char** argv) {
         auto result = receivers[i]->ReceiveNext(sink, absl::Seconds(1));
         if (!result.ok()) {
           if (absl::IsCancelled(result.status())) break;
+          if (receivers[i]->rank_lost()) {
+            spdlog::error("rank {}: {}", rank, result.status().ToString());
+            ++failures;
+            break;
+          }
           // This rank's part failed (the group re-forms at the next update).
           spdlog::warn("rank {}: {}", rank, result.status().ToString());
           ++done;

@@ -147,8 +147,8 @@ bool GroupMember::healthy() const {
   return transport_ != nullptr && transport_->healthy();
 }
 
-absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store) {
-  absl::StatusOr<std::string> v = store.Get(kSeqKey);
+absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store, absl::Time deadline) {
+  absl::StatusOr<std::string> v = store.Get(kSeqKey, deadline);
   if (absl::IsNotFound(v.status())) return 0;
   if (!v.ok()) return v.status();
   uint64_t seq = 0;

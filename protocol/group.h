@@ -35,16 +35,21 @@ namespace weightcast {
 class KeyValueStore {
  public:
   virtual ~KeyValueStore() = default;
-  [[nodiscard]] virtual absl::Status Set(const std::string& key, const std::string& value) = 0;
+  // Get, Set and Erase give up at `deadline` (InfiniteFuture: the store's
+  // own call timeout); heartbeats and cleanup at exit pass a short one.
+  [[nodiscard]] virtual absl::Status Set(const std::string& key, const std::string& value,
+                                         absl::Time deadline = absl::InfiniteFuture()) = 0;
   // NOT_FOUND when absent; never blocks beyond one round trip.
-  [[nodiscard]] virtual absl::StatusOr<std::string> Get(const std::string& key) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::string> Get(
+      const std::string& key, absl::Time deadline = absl::InfiniteFuture()) = 0;
   // Until every key exists; DEADLINE_EXCEEDED naming the missing ones.
   [[nodiscard]] virtual absl::Status Wait(const std::vector<std::string>& keys,
                                           absl::Time deadline) = 0;
   // Removes every key starting with `prefix`.
   [[nodiscard]] virtual absl::Status ErasePrefix(const std::string& prefix) = 0;
   // Removes exactly `keys`; absent ones are no error.
-  [[nodiscard]] virtual absl::Status Erase(const std::vector<std::string>& keys) = 0;
+  [[nodiscard]] virtual absl::Status Erase(const std::vector<std::string>& keys,
+                                           absl::Time deadline = absl::InfiniteFuture()) = 0;
 };
 
 struct Announcement {
@@ -169,7 +174,8 @@ class GroupMember {
                                                              absl::Time deadline);
 
 // The last announced sequence number (0 when none yet).
-[[nodiscard]] absl::StatusOr<uint64_t> LastAnnouncedSeq(KeyValueStore& store);
+[[nodiscard]] absl::StatusOr<uint64_t> LastAnnouncedSeq(
+    KeyValueStore& store, absl::Time deadline = absl::InfiniteFuture());
 
 // A process taking over `rank` (a restarted sidecar, a re-initialised one):
 // when an earlier process of the rank was a member of the current

@@ -13,12 +13,14 @@ namespace {
 // A map-backed store (the rendezvous without the network).
 class MapStore : public KeyValueStore {
  public:
-  absl::Status Set(const std::string& k, const std::string& v) override {
+  absl::Status Set(const std::string& k, const std::string& v,
+                   absl::Time = absl::InfiniteFuture()) override {
     std::lock_guard<std::mutex> l(mu_);
     kv_[k] = v;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::string> Get(const std::string& k) override {
+  absl::StatusOr<std::string> Get(const std::string& k,
+                                  absl::Time = absl::InfiniteFuture()) override {
     std::lock_guard<std::mutex> l(mu_);
     auto it = kv_.find(k);
     if (it == kv_.end()) return absl::NotFoundError(k);
@@ -43,7 +45,8 @@ class MapStore : public KeyValueStore {
     }
     return absl::OkStatus();
   }
-  absl::Status Erase(const std::vector<std::string>& keys) override {
+  absl::Status Erase(const std::vector<std::string>& keys,
+                     absl::Time = absl::InfiniteFuture()) override {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& k : keys) kv_.erase(k);
     return absl::OkStatus();

@@ -15,18 +15,23 @@ class RendezvousKeyValueStore final : public KeyValueStore {
  public:
   RendezvousKeyValueStore(const std::string& address, const std::string& token)
       : client_(address, token) {}
-  absl::Status Set(const std::string& key, const std::string& value) override {
-    return client_.Set(key, value);
+  absl::Status Set(const std::string& key, const std::string& value,
+                   absl::Time deadline = absl::InfiniteFuture()) override {
+    return client_.Set(key, value, deadline);
   }
-  absl::StatusOr<std::string> Get(const std::string& key) override { return client_.Get(key); }
+  absl::StatusOr<std::string> Get(const std::string& key,
+                                  absl::Time deadline = absl::InfiniteFuture()) override {
+    return client_.Get(key, deadline);
+  }
   absl::Status Wait(const std::vector<std::string>& keys, absl::Time deadline) override {
     return client_.Wait(keys, deadline);
   }
   absl::Status ErasePrefix(const std::string& prefix) override {
     return client_.ErasePrefix(prefix).status();
   }
-  absl::Status Erase(const std::vector<std::string>& keys) override {
-    return client_.Erase(keys).status();
+  absl::Status Erase(const std::vector<std::string>& keys,
+                     absl::Time deadline = absl::InfiniteFuture()) override {
+    return client_.Erase(keys, deadline).status();
   }
   // Makes pending and later calls return CANCELLED (used by Abort).
   void Cancel() { client_.Cancel(); }

@@ -14,6 +14,9 @@
 namespace weightcast {
 namespace {
 
+// How long one poll of the store may take while waiting for announcements.
+constexpr absl::Duration kPoll = absl::Seconds(1);
+
 // FAILED_PRECONDITION naming what `manifest` lacks, adds or changes against
 // the model committed at `model_version` (at most a few of each, and how
 // many in all).
@@ -57,6 +60,7 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions
     return absl::InvalidArgumentError(
         absl::StrCat("receiver rank ", options.rank, ": inference ranks follow the senders"));
   }
+  ASSIGN_OR_RETURN(std::unique_ptr<RankClaim> claim, RankClaim::Acquire(store, options.rank));
   ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(*store));
   if (seq > 0) {
     absl::StatusOr<std::string> text = store->Get(AnnounceKey(seq));
@@ -78,6 +82,7 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions
     }
   }
   auto r = std::unique_ptr<Receiver>(new Receiver(options, store, std::move(factory), seq));
+  r->claim_ = std::move(claim);
   absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey);
   if (incarnation.ok()) r->incarnation_ = *incarnation;
   return r;
@@ -93,6 +98,10 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
   const absl::Time deadline = absl::Now() + wait;
   while (true) {
     if (stopped_) return absl::CancelledError("receiver stopped");
+    if (claim_->lost()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "rank ", options_.rank, " was taken over by another process; this one stops"));
+    }
     // Short slices so Stop() is honoured promptly.
     const absl::Time slice = std::min(deadline, absl::Now() + absl::Seconds(1));
     absl::StatusOr<Announcement> a = AwaitAnnouncement(*store_, seq_ + 1, slice);
@@ -114,18 +123,19 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
       // More than kUpdatesKept behind (stopped or starved while updates
       // went on without it): what it waits for was collected; take part in
       // the newest update instead.
-      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
+      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_, absl::Now() + kPoll);
       if (last.ok() && *last > seq_ + 1 &&
-          absl::IsNotFound(store_->Get(AnnounceKey(seq_ + 1)).status())) {
+          absl::IsNotFound(store_->Get(AnnounceKey(seq_ + 1), absl::Now() + kPoll).status())) {
         seq_ = *last - 1;
       }
     }
     // A coordinator that restarted numbers its announcements from 1 again:
     // follow the new incarnation from its current announcement rather than
     // wait for a sequence number it reaches late.
-    absl::StatusOr<std::string> incarnation = store_->Get(kIncarnationKey);
+    // Bounded: with the rendezvous down, Stop() is still honoured promptly.
+    absl::StatusOr<std::string> incarnation = store_->Get(kIncarnationKey, absl::Now() + kPoll);
     if (incarnation.ok() && *incarnation != incarnation_) {
-      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_);
+      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_, absl::Now() + kPoll);
       if (last.ok()) {
         if (!incarnation_.empty()) seq_ = *last > 0 ? *last - 1 : 0;
         incarnation_ = *incarnation;

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "protocol/group.h"
+#include "protocol/rank_claim.h"
 #include "receiver/bucket_landing.h"
 #include "receiver/sink.h"
 
@@ -51,8 +52,10 @@ struct ReceiveResult {
 class Receiver {
  public:
   // `store` and the factory's resources must outlive the receiver. A new
-  // receiver marks the group's current generation broken, so that a rank
-  // that died and came back is let in at the next update.
+  // receiver claims its rank (ALREADY_EXISTS while another live process
+  // holds it, protocol/rank_claim.h), then marks the group's current
+  // generation broken, so that a rank that died and came back is let in at
+  // the next update.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Receiver>> Create(
       const ReceiverOptions& options, KeyValueStore* store, TransportFactory factory);
 
@@ -68,6 +71,10 @@ class Receiver {
 
   // Makes a blocked ReceiveNext return CANCELLED/ABORTED soon.
   void Stop();
+
+  // Another process took this rank over: ReceiveNext fails with
+  // FAILED_PRECONDITION from then on, and the receiver should end.
+  [[nodiscard]] bool rank_lost() const { return claim_->lost(); }
 
   [[nodiscard]] uint64_t last_seq() const { return seq_; }
 
@@ -96,6 +103,7 @@ class Receiver {
   // version must hold exactly these.
   absl::flat_hash_map<std::string, TensorSpec> model_;
   uint64_t model_version_ = 0;
+  std::unique_ptr<RankClaim> claim_;
 };
 
 }  // namespace weightcast

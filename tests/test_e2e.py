@@ -307,3 +307,26 @@ def test_surviving_senders_follow_a_restarted_sender_0(make_cluster):
         assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
         for rank in c.receivers:
             c.verify(rank, version)
+
+
+def test_a_second_process_for_a_receiver_rank_is_refused(make_cluster, tmp_path):
+    """Two processes joined as one rank used to take turns receiving
+    versions while the senders reported every update committed."""
+    import subprocess
+
+    c = make_cluster()
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    dup = subprocess.run([c.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{c.port}",
+                          "--token", c.token, "--rank-offset", "2", "--out", str(tmp_path / "dup"),
+                          "--timeout", "10"], capture_output=True, text=True, timeout=60)
+    assert dup.returncode == 1, dup.stdout + dup.stderr
+    assert "rank 2 is held by another running process" in dup.stdout + dup.stderr
+    for version in (2, 3):
+        c.write_version(version)
+        assert all(r.rc == 0 for r in c.update(version))
+        for rank in c.receivers:
+            c.verify(rank, version)
+    assert not os.path.exists(tmp_path / "dup" / "step_2")
