@@ -210,19 +210,18 @@ absl::Status CheckpointWriter::Write(size_t index, uint64_t offset, const std::b
 absl::StatusOr<std::string> CheckpointWriter::Commit() {
   if (done_) return absl::FailedPreconditionError("checkpoint already committed or aborted");
   uint64_t total = 0;
-  nlohmann::ordered_json weight_map;
-  std::vector<std::pair<std::string, std::string>> entries;
+  // nlohmann::json objects are sorted maps: the index lists tensors by name
+  // (and "metadata" before "weight_map") at n log n.
+  nlohmann::json weight_map = nlohmann::json::object();
   for (size_t i = 0; i < tensors_.size(); ++i) {
     total += tensors_[i].ByteSize();
-    entries.emplace_back(tensors_[i].name, shard_names_[where_[i].first]);
+    weight_map[tensors_[i].name] = shard_names_[where_[i].first];
   }
-  std::sort(entries.begin(), entries.end());
-  for (const auto& [name, shard] : entries) weight_map[name] = shard;
   for (auto& s : shards_) RETURN_IF_ERROR(s->Finish());
   // The index is written even for one shard: readers can always use it.
-  nlohmann::ordered_json index;
+  nlohmann::json index;
   index["metadata"] = {{"total_size", total}};
-  index["weight_map"] = weight_map;
+  index["weight_map"] = std::move(weight_map);
   RETURN_IF_ERROR(WriteTextSynced(tmp_dir_ + "/model.safetensors.index.json", index.dump(2)));
   if (!config_json_.empty()) {
     RETURN_IF_ERROR(WriteTextSynced(tmp_dir_ + "/config.json", config_json_));

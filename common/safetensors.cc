@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 
 namespace weightcast {
@@ -22,39 +23,77 @@ absl::Status Bad(const std::string& path, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
 }
 
-// Rejects duplicate keys, which nlohmann would otherwise silently merge.
+// Builds the document as Json::parse does, and notes the first key that an
+// object repeats (Json::parse would silently keep one of them). Not a parse
+// callback: nlohmann's callback parser rescans the enclosing object at the
+// end of every member, which made a header of n tensors cost n^2.
+class DuplicateKeySax {
+ public:
+  explicit DuplicateKeySax(Json& out) : dom_(out, /*allow_exceptions=*/false) {}
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool v) { return dom_.boolean(v); }
+  bool number_integer(Json::number_integer_t v) { return dom_.number_integer(v); }
+  bool number_unsigned(Json::number_unsigned_t v) { return dom_.number_unsigned(v); }
+  bool number_float(Json::number_float_t v, const std::string& s) {
+    return dom_.number_float(v, s);
+  }
+  bool string(std::string& v) { return dom_.string(v); }
+  bool binary(Json::binary_t& v) { return dom_.binary(v); }
+  bool start_object(std::size_t n) {
+    keys_.emplace_back();
+    return dom_.start_object(n);
+  }
+  bool key(std::string& k) {
+    if (!keys_.back().insert(k).second && duplicate_.empty()) duplicate_ = k;
+    return dom_.key(k);
+  }
+  bool end_object() {
+    keys_.pop_back();
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) { return dom_.start_array(n); }
+  bool end_array() { return dom_.end_array(); }
+  bool parse_error(std::size_t at, const std::string& token,
+                   const nlohmann::detail::exception& e) {
+    return dom_.parse_error(at, token, e);
+  }
+
+  [[nodiscard]] const std::string& duplicate() const { return duplicate_; }
+
+ private:
+  nlohmann::detail::json_sax_dom_parser<Json> dom_;
+  std::vector<absl::flat_hash_set<std::string>> keys_;  // per open object
+  std::string duplicate_;
+};
+
+// Rejects invalid JSON and duplicate keys.
 absl::StatusOr<Json> ParseStrict(const std::string& path, const char* begin, const char* end) {
-  std::vector<absl::flat_hash_set<std::string>> keys;
-  std::string duplicate;
-  auto cb = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    if (event == Json::parse_event_t::object_start) {
-      keys.resize(std::max<size_t>(keys.size(), depth + 1));
-      keys[depth].clear();
-    } else if (event == Json::parse_event_t::key) {
-      const std::string k = parsed.get<std::string>();
-      if (depth >= 1 && !keys[depth - 1].insert(k).second && duplicate.empty()) duplicate = k;
-    }
-    return true;
-  };
-  Json j = Json::parse(begin, end, cb, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Bad(path, "header is not valid JSON");
-  if (!duplicate.empty()) return Bad(path, absl::StrCat("duplicate key '", duplicate, "' in header"));
+  Json j;
+  DuplicateKeySax sax(j);
+  if (!Json::sax_parse(begin, end, &sax) || j.is_discarded()) {
+    return Bad(path, "header is not valid JSON");
+  }
+  if (!sax.duplicate().empty()) {
+    return Bad(path, absl::StrCat("duplicate key '", sax.duplicate(), "' in header"));
+  }
   return j;
 }
 
+// The header's JSON, keys in file order. Written out directly: the JSON
+// object that keeps insertion order (nlohmann::ordered_json) finds each key
+// by a linear scan, which made a header of n tensors cost n^2.
 std::string HeaderJson(const std::vector<TensorSpec>& specs, const std::vector<uint64_t>& rel,
                        const std::map<std::string, std::string>& metadata) {
-  // Keys in file order (ordered_json keeps insertion order).
-  nlohmann::ordered_json h;
-  if (!metadata.empty()) h["__metadata__"] = metadata;
+  std::string s = "{";
+  if (!metadata.empty()) absl::StrAppend(&s, "\"__metadata__\":", Json(metadata).dump());
   for (size_t i = 0; i < specs.size(); ++i) {
-    nlohmann::ordered_json t;
-    t["dtype"] = std::string(DTypeName(specs[i].dtype));
-    t["shape"] = specs[i].shape;
-    t["data_offsets"] = {rel[i], rel[i] + specs[i].ByteSize()};
-    h[specs[i].name] = t;
+    absl::StrAppend(&s, s.size() > 1 ? "," : "", Json(specs[i].name).dump(), ":{\"dtype\":\"",
+                    DTypeName(specs[i].dtype), "\",\"shape\":[",
+                    absl::StrJoin(specs[i].shape, ","), "],\"data_offsets\":[", rel[i], ",",
+                    rel[i] + specs[i].ByteSize(), "]}");
   }
-  std::string s = h.dump();
+  s += '}';
   // Pad with spaces so the data starts 8-byte aligned.
   s.append((8 - (8 + s.size()) % 8) % 8, ' ');
   return s;

@@ -35,6 +35,7 @@ enum class Role { kGate, kUp, kDown, kBias };
 struct Block {
   std::string prefix;
   size_t first_source = 0;
+  std::vector<uint32_t> members;  // every source of the block, in source order
   std::map<uint64_t, std::array<std::optional<uint32_t>, 3>> per_expert;
   std::optional<uint32_t> gate_up, down;  // fused
   std::vector<uint32_t> biases;           // fused, gpt_oss
@@ -406,6 +407,7 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
     }
     block_of[i] = p->prefix;
     const uint32_t idx = static_cast<uint32_t>(i);
+    b.members.push_back(idx);
     switch (p->layout) {
       case SourceLayout::kPerExpert:
         b.per_expert[p->expert][static_cast<int>(p->role)] = idx;
@@ -444,9 +446,8 @@ absl::StatusOr<std::vector<OutputTensor>> BuildOutputs(const FormatSpec& spec,
     ASSIGN_OR_RETURN(ExpertViews v, ViewsOf(f, b, sources));
     if (same) {
       // Already in the target layout: the block's tensors go out as they are.
-      for (size_t k = i; k < sources.size(); ++k) {
-        if (block_of[k] != b.prefix) continue;
-        plain.push_back(CopyOf(sources[k], static_cast<uint32_t>(k)));
+      for (uint32_t k : b.members) {
+        plain.push_back(CopyOf(sources[k], k));
         plain.back().spec.name = canonical[k];
       }
     } else {

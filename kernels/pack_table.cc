@@ -97,6 +97,33 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
   return absl::OkStatus();
 }
 
+absl::Status BuildPackTableForPiece(const OutputTensor& out, size_t piece, uint64_t piece_start,
+                                    uint64_t source_addr, uint64_t dst,
+                                    std::vector<CopyEntry>* table) {
+  if (out.quant != QuantKind::kNone) {
+    return absl::UnimplementedError(
+        absl::StrCat("tensor '", out.spec.name, "': FP8 outputs are packed by the FP8 kernel"));
+  }
+  if (piece >= out.pieces.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", out.spec.name, "': no piece ", piece));
+  }
+  const Piece& p = out.pieces[piece];
+  const uint64_t n = p.NumElements();
+  if (n == 0) return absl::OkStatus();
+  const uint64_t es = DTypeSize(out.source_dtype);
+  const uint64_t addrs[1] = {source_addr};
+  // The piece alone, as a one-piece output over source 0.
+  OutputTensor one;
+  one.spec.name = out.spec.name;
+  one.spec.dtype = out.source_dtype;
+  one.spec.shape = {static_cast<int64_t>(n)};
+  one.source_dtype = out.source_dtype;
+  one.pieces = {p};
+  one.pieces[0].source = 0;
+  return BuildPackTable(one, 0, n * es, addrs, dst, piece_start * es, table);
+}
+
 absl::Status BuildPackTableForSource(const OutputTensor& out, uint32_t source,
                                      uint64_t source_addr, uint64_t dst,
                                      std::vector<CopyEntry>* table) {
@@ -104,23 +131,12 @@ absl::Status BuildPackTableForSource(const OutputTensor& out, uint32_t source,
     return absl::UnimplementedError(
         absl::StrCat("tensor '", out.spec.name, "': FP8 outputs are packed by the FP8 kernel"));
   }
-  const uint64_t es = DTypeSize(out.source_dtype);
-  const uint64_t addrs[1] = {source_addr};
   uint64_t at = 0;  // output element where the piece starts
-  for (const Piece& p : out.pieces) {
-    const uint64_t n = p.NumElements();
-    if (p.source == source && n > 0) {
-      // The piece alone, as a one-piece output over source 0.
-      OutputTensor one;
-      one.spec.name = out.spec.name;
-      one.spec.dtype = out.source_dtype;
-      one.spec.shape = {static_cast<int64_t>(n)};
-      one.source_dtype = out.source_dtype;
-      one.pieces = {p};
-      one.pieces[0].source = 0;
-      RETURN_IF_ERROR(BuildPackTable(one, 0, n * es, addrs, dst, at * es, table));
+  for (size_t i = 0; i < out.pieces.size(); ++i) {
+    if (out.pieces[i].source == source) {
+      RETURN_IF_ERROR(BuildPackTableForPiece(out, i, at, source_addr, dst, table));
     }
-    at += n;
+    at += out.pieces[i].NumElements();
   }
   return absl::OkStatus();
 }

@@ -41,6 +41,16 @@ namespace weightcast {
                                                    uint64_t source_addr, uint64_t dst,
                                                    std::vector<CopyEntry>* table);
 
+// The part of BuildPackTableForSource for one piece: piece `piece` of `out`
+// (reading the source at `source_addr`), which starts at output element
+// `piece_start` (the element count of the pieces before it). For a caller
+// that indexes the pieces of each source once, so that assembling an output
+// of P pieces costs P, not P per source. INVALID_ARGUMENT for a piece out of
+// range; otherwise BuildPackTableForSource's errors.
+[[nodiscard]] absl::Status BuildPackTableForPiece(const OutputTensor& out, size_t piece,
+                                                  uint64_t piece_start, uint64_t source_addr,
+                                                  uint64_t dst, std::vector<CopyEntry>* table);
+
 // The receiver's side: entries copying the bucket bytes back into the
 // sources' layout (each entry of BuildPackTable, inverted).
 [[nodiscard]] absl::Status BuildUnpackTable(const OutputTensor& out, uint64_t byte_offset,

@@ -69,6 +69,36 @@ TEST_P(PackTableTest, PerSourceTablesInAnyOrderAssembleTheWholeOutput) {
   EXPECT_TRUE(none.empty());
 }
 
+TEST_P(PackTableTest, PerPieceTablesInReverseOrderAssembleTheWholeOutput) {
+  const Layout& l = GetParam();
+  auto data = RandomSources(l, 7);
+  std::vector<HostSource> hs;
+  for (size_t i = 0; i < data.size(); ++i) hs.push_back(HostSource{l.sources[i], data[i].data()});
+  const uint64_t total = l.out.spec.ByteSize();
+  std::vector<std::byte> expect(total), got(total, std::byte{0x5A});
+  ASSERT_TRUE(PackOutputRange(l.out, hs, 0, total, expect.data()).ok());
+  std::vector<uint64_t> starts;  // output element of each piece
+  uint64_t at = 0;
+  for (const Piece& p : l.out.pieces) {
+    starts.push_back(at);
+    at += p.NumElements();
+  }
+  for (size_t i = l.out.pieces.size(); i-- > 0;) {
+    const uint32_t s = l.out.pieces[i].source;
+    std::vector<CopyEntry> table;
+    ASSERT_TRUE(BuildPackTableForPiece(l.out, i, starts[i],
+                                       reinterpret_cast<uint64_t>(data[s].data()),
+                                       reinterpret_cast<uint64_t>(got.data()), &table)
+                    .ok());
+    ExecuteCopyTableOnHost(table);
+  }
+  ASSERT_EQ(0, std::memcmp(expect.data(), got.data(), total)) << l.label;
+  std::vector<CopyEntry> none;
+  EXPECT_EQ(BuildPackTableForPiece(l.out, l.out.pieces.size(), 0, 0, 0, &none).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(none.empty());
+}
+
 TEST_P(PackTableTest, UnpackRestoresEveryPackedByte) {
   const Layout& l = GetParam();
   auto data = RandomSources(l, 11);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -238,7 +239,12 @@ absl::StatusOr<SenderManifest> DecodeSenderManifest(std::span<const std::byte> b
 
 absl::StatusOr<GlobalManifest> MergeManifests(std::vector<SenderManifest> parts) {
   GlobalManifest g;
-  absl::flat_hash_map<std::string, uint32_t> owner_of;
+  size_t total = 0;
+  for (const SenderManifest& p : parts) total += p.tensors.size();
+  // Keys view the names in g.tensors, reserved up front so they never move.
+  g.tensors.reserve(total);
+  absl::flat_hash_map<std::string_view, uint32_t> owner_of;
+  owner_of.reserve(total);
   for (uint32_t rank = 0; rank < parts.size(); ++rank) {
     SenderManifest& p = parts[rank];
     if (rank == 0) g.weight_version = p.weight_version;
@@ -250,20 +256,21 @@ absl::StatusOr<GlobalManifest> MergeManifests(std::vector<SenderManifest> parts)
     for (uint64_t bytes : p.bucket_bytes) g.buckets.push_back(GlobalBucket{rank, bytes});
     g.bucket_segments.resize(g.buckets.size());
     for (ManifestTensor& t : p.tensors) {
-      auto [it, inserted] = owner_of.emplace(t.spec.name, rank);
+      const uint32_t index = static_cast<uint32_t>(g.tensors.size());
+      g.tensors.push_back(std::move(t));
+      ManifestTensor& mt = g.tensors.back();
+      auto [it, inserted] = owner_of.emplace(mt.spec.name, rank);
       if (!inserted) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "tensor '", t.spec.name, "' is sent by both sender ", it->second, " and sender ",
+            "tensor '", mt.spec.name, "' is sent by both sender ", it->second, " and sender ",
             rank));
       }
-      const uint32_t index = static_cast<uint32_t>(g.tensors.size());
-      for (Segment& s : t.segments) {
+      for (Segment& s : mt.segments) {
         s.bucket += first;
         s.tensor = index;
         g.bucket_segments[s.bucket].emplace_back(index, s);
       }
-      g.payload_bytes += t.spec.ByteSize();
-      g.tensors.push_back(std::move(t));
+      g.payload_bytes += mt.spec.ByteSize();
     }
     if (g.config_json.empty()) g.config_json = std::move(p.config_json);
   }

@@ -125,9 +125,15 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
       direct_[out.pieces[0].source] = static_cast<int64_t>(o);
       continue;
     }
-    absl::flat_hash_set<uint32_t> sources;
-    for (const Piece& p : out.pieces) sources.insert(p.source);
-    for (uint32_t s : sources) dependents_[s].push_back(static_cast<uint32_t>(o));
+    uint64_t at = 0;  // output element where the piece starts
+    for (uint32_t i = 0; i < out.pieces.size(); ++i) {
+      const Piece& p = out.pieces[i];
+      if (p.NumElements() > 0) {
+        dependents_[p.source].push_back(
+            PieceRef{.output = static_cast<uint32_t>(o), .piece = i, .start = at});
+      }
+      at += p.NumElements();
+    }
   }
   if (copier_ == nullptr) {
     ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(device_));
@@ -176,12 +182,12 @@ std::byte* ParameterSink::Destination(size_t o) const {
 }
 
 absl::Status ParameterSink::SourceComplete(uint32_t s, const std::byte* data) {
-  for (uint32_t o : dependents_[s]) {
+  for (const PieceRef& d : dependents_[s]) {
     const size_t first = table_.size();
-    RETURN_IF_ERROR(
-        BuildPackTableForSource(outputs_[o], s, Addr(data), Addr(Destination(o)), &table_));
+    RETURN_IF_ERROR(BuildPackTableForPiece(outputs_[d.output], d.piece, d.start, Addr(data),
+                                           Addr(Destination(d.output)), &table_));
     for (size_t i = first; i < table_.size(); ++i) {
-      written_[o] += table_[i].rows * table_[i].cols * table_[i].elem_size;
+      written_[d.output] += table_[i].rows * table_[i].cols * table_[i].elem_size;
     }
     if (mode_ == Mode::kInPlace && table_.size() > first) dirty_ = true;
   }

@@ -8,7 +8,7 @@
 // An optional receiver-side layout (receiver/layout_builder.h; e.g. vLLM's
 // FusedMoE w13/w2 for this rank's TP/EP slice) names the targets instead of
 // the wire: each output is assembled in its target as its sources arrive,
-// by copy tables (kernels/pack_table.h: BuildPackTableForSource), with no
+// by copy tables (kernels/pack_table.h: BuildPackTableForPiece), with no
 // intermediate copy of the output. Copies of one bucket are queued and run
 // as one copy-table launch at EndBucket, one wait per bucket.
 //
@@ -95,7 +95,14 @@ class ParameterSink final : public Sink {
   std::vector<OutputTensor> outputs_;
   std::vector<const ParameterTarget*> target_of_;  // output -> its target
   std::vector<int64_t> direct_;                    // received -> output it is whole, or -1
-  std::vector<std::vector<uint32_t>> dependents_;  // received -> assembled outputs reading it
+  // A piece of an assembled output, and the output element it starts at.
+  struct PieceRef {
+    uint32_t output = 0;
+    uint32_t piece = 0;
+    uint64_t start = 0;
+  };
+  // received -> the pieces of assembled outputs that read it
+  std::vector<std::vector<PieceRef>> dependents_;
   std::vector<uint64_t> arrived_;                  // received -> bytes so far
   std::vector<uint64_t> written_;                  // output -> bytes queued into it
   // Sources of assembled outputs that arrive split across buckets.

@@ -12,7 +12,11 @@ namespace weightcast {
 absl::Status TransformingSink::Begin(const GlobalManifest& manifest) {
   Abort();
   received_.clear();
-  for (const ManifestTensor& t : manifest.tensors) received_.push_back(t.spec);
+  sources_.clear();
+  for (const ManifestTensor& t : manifest.tensors) {
+    received_.push_back(t.spec);
+    sources_.push_back(HostSource{t.spec, nullptr});
+  }
   ASSIGN_OR_RETURN(outputs_, builder_(manifest));
   direct_.assign(received_.size(), -1);
   dependents_.assign(received_.size(), {});
@@ -59,6 +63,7 @@ absl::Status TransformingSink::Write(uint32_t tensor, uint64_t offset, const std
   std::memcpy(buffer.data() + offset, data, bytes);
   have += bytes;
   if (have < total) return absl::OkStatus();
+  sources_[tensor].data = buffer.data();
   for (size_t o : dependents_[tensor]) {
     if (--missing_sources_[o] == 0) RETURN_IF_ERROR(Produce(o));
   }
@@ -67,19 +72,18 @@ absl::Status TransformingSink::Write(uint32_t tensor, uint64_t offset, const std
 
 absl::Status TransformingSink::Produce(size_t o) {
   const OutputTensor& out = outputs_[o];
-  std::vector<HostSource> sources(received_.size());
-  for (const Piece& p : out.pieces) {
-    sources[p.source] = HostSource{received_[p.source], held_.at(p.source).second.data()};
-  }
   std::vector<std::byte> packed(out.spec.ByteSize());
-  RETURN_IF_ERROR(PackOutputRange(out, sources, 0, packed.size(), packed.data()));
+  RETURN_IF_ERROR(PackOutputRange(out, sources_, 0, packed.size(), packed.data()));
   RETURN_IF_ERROR(inner_->Write(static_cast<uint32_t>(o), 0, packed.data(), packed.size()));
   produced_[o] = true;
   // Free the sources no other output waits for.
   std::set<uint32_t> used;
   for (const Piece& p : out.pieces) used.insert(p.source);
   for (uint32_t s : used) {
-    if (--pending_dependents_[s] == 0) held_.erase(s);
+    if (--pending_dependents_[s] == 0) {
+      held_.erase(s);
+      sources_[s].data = nullptr;
+    }
   }
   return absl::OkStatus();
 }

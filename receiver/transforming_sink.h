@@ -38,6 +38,10 @@ class TransformingSink final : public Sink {
   LayoutBuilder builder_;
   GlobalManifest derived_;            // what the inner sink sees
   std::vector<TensorSpec> received_;
+  // What Produce packs from: per received tensor, its held bytes once all
+  // of them arrived (else nullptr). Kept for the version, so producing an
+  // output costs its pieces, not the number of tensors.
+  std::vector<HostSource> sources_;
   std::vector<OutputTensor> outputs_;
   std::vector<int64_t> direct_;       // received -> output it is, or -1
   std::vector<std::vector<size_t>> dependents_;  // received -> assembled outputs

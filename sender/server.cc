@@ -48,6 +48,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::BuildAndStart(const ServerOption
   int port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(server->service_.get());
+  builder.SetMaxReceiveMessageSize(kMaxControlMessageBytes);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || (port == 0 && !absl::StartsWith(options.listen, "unix:"))) {
     return absl::AlreadyExistsError(absl::StrCat(

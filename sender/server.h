@@ -19,6 +19,11 @@ namespace weightcast {
 
 class BroadcasterService;
 
+// The largest control request accepted: RegisterTensors of a model with a
+// million tensors (a 1T-parameter MoE with per-expert keys) is ~150 MB.
+// gRPC's default, 4 MiB, is ~30k tensors.
+inline constexpr int kMaxControlMessageBytes = 512 << 20;
+
 struct ServerOptions {
   // "unix:/path/to.sock", "127.0.0.1:PORT", "localhost:PORT", "[::1]:PORT".
   // Any other address needs allow_remote.

@@ -298,3 +298,21 @@ def test_cuda_ipc_descriptors_from_the_trainer_helper(make_cluster, tmp_path):
     assert status["registered_tensors"] == 1
     r = c.ctl(0, "update", "--version", "1")
     assert r.rc == 1 and "is in GPU memory" in (r.out + r.err) and "nccl" in (r.out + r.err)
+
+
+def test_register_takes_a_deepseek_scale_tensor_count_in_one_request(make_cluster, tmp_path):
+    # 100k descriptors are ~12 MB of RegisterTensors: past gRPC's default
+    # 4 MiB limit on what a server receives (issue 15).
+    c = make_cluster(num_senders=1, num_receivers=1)
+    c.start_daemons()
+    n = 100_000
+    f = ShmTensorFile.create(str(tmp_path / "many.bin"),
+                             [(f"model.layers.{i // 768}.mlp.experts.{i % 768}.up_proj.weight",
+                               "BF16", (2, 4)) for i in range(n)])
+    desc = str(tmp_path / "many.json")
+    f.write_descriptors(desc)
+    assert os.path.getsize(desc) > 4 << 20
+    r = c.ctl(0, "register", "--descriptors", desc)
+    assert r.rc == 0, r.err
+    assert f"registered: {n} tensors" in r.out
+    f.close()
