@@ -15,8 +15,9 @@ namespace weightcast {
 
 class MappedFile {
  public:
-  // NOT_FOUND if missing, INVALID_ARGUMENT for a directory or unreadable
-  // file; messages name the path.
+  // NOT_FOUND if missing, INVALID_ARGUMENT for anything but a readable
+  // regular file (directories, FIFOs, devices); never blocks; messages name
+  // the path.
   [[nodiscard]] static absl::StatusOr<std::shared_ptr<MappedFile>> Open(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -25,6 +26,12 @@ class MappedFile {
   [[nodiscard]] const std::byte* data() const { return data_; }
   [[nodiscard]] uint64_t size() const { return size_; }
   [[nodiscard]] const std::string& path() const { return path_; }
+
+  // OK while `path` still names the mapped file (same device and inode) at
+  // its mapped size or more; FAILED_PRECONDITION naming the path when it was
+  // removed, replaced (a new file renamed over it: the mapping would keep
+  // showing the old bytes) or truncated (reads would fault).
+  [[nodiscard]] absl::Status CheckUnchanged() const;
 
   // Pointer to [offset, offset + bytes); INVALID_ARGUMENT naming the path,
   // offset, length and file size when it does not fit.
@@ -36,6 +43,7 @@ class MappedFile {
   std::string path_;
   const std::byte* data_;
   uint64_t size_;
+  uint64_t device_ = 0, inode_ = 0;
 };
 
 }  // namespace weightcast

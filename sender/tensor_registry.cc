@@ -1,8 +1,5 @@
 #include "sender/tensor_registry.h"
 
-#include <sys/stat.h>
-
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -128,13 +125,11 @@ absl::StatusOr<RegistrySnapshot> TensorRegistry::Snapshot() const {
       continue;
     }
     if (checked.insert(e.file.get()).second) {
-      // A file that shrank since it was mapped would fault on read.
-      struct stat st;
-      if (stat(e.file->path().c_str(), &st) != 0 ||
-          static_cast<uint64_t>(st.st_size) < e.file->size()) {
+      // Per update: a file that shrank would fault on read, one replaced
+      // would silently send the old bytes.
+      if (absl::Status s = e.file->CheckUnchanged(); !s.ok()) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "tensor '", e.spec.name, "': file ", e.file->path(),
-            " is gone or shorter than when it was registered; register it again"));
+            "tensor '", e.spec.name, "': ", s.message(), "; register it again"));
       }
       snap.files.push_back(e.file);
     }

@@ -330,3 +330,48 @@ def test_a_second_process_for_a_receiver_rank_is_refused(make_cluster, tmp_path)
         for rank in c.receivers:
             c.verify(rank, version)
     assert not os.path.exists(tmp_path / "dup" / "step_2")
+
+
+def test_a_replaced_source_file_is_refused_and_a_fifo_never_wedges_the_daemon(make_cluster):
+    """The trainer wrote a new shared-memory file and renamed it over the
+    registered one: the daemon kept reading the old inode and committed v2
+    with every tensor of that sender still at v1. A FIFO registered as a
+    tensor file wedged the daemon (status, update, abort and SIGTERM)."""
+    import shutil
+
+    c = make_cluster()
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    path = c.shm[1].path
+    shutil.copy(path, path + ".new")
+    os.replace(path + ".new", path)
+    results = c.update(2)
+    assert results[1].rc == 1 and "replaced by another file" in results[1].out, results[1].out
+    assert path in results[1].out and results[0].rc == 1
+    for rank in c.receivers:
+        assert open(f"{c.receiver_out(rank)}/LATEST").read().strip() == "1"
+    # Registered again, the new file is what goes out.
+    for s in range(c.num_senders):
+        c.ctl(s, "abort")
+        assert c.init(s).rc == 0
+    for f in c.shm:
+        f.close()
+    c.shm.clear()
+    c.register()
+    c.write_version(3)
+    assert all(r.rc == 0 for r in c.update(3))
+    for rank in c.receivers:
+        c.verify(rank, 3)
+    fifo = f"{c.workdir}/tensors.fifo"
+    os.mkfifo(fifo)
+    desc = f"{c.workdir}/fifo.json"
+    with open(desc, "w") as fh:
+        json.dump({"tensors": [{"name": "x", "dtype": "F32", "shape": [4],
+                                "shm": {"path": fifo, "offset": 0}}]}, fh)
+    t0 = time.time()
+    r = c.ctl(0, "register", "--descriptors", desc, timeout=30)
+    assert r.rc == 1 and "not a regular file" in r.err, r.err
+    assert time.time() - t0 < 10
+    assert c.ctl(0, "status").rc == 0
