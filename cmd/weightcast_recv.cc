@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGUSR1);  // main wakes the signal thread with it
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  weightcast::RendezvousKeyValueStore store(rendezvous, token);
+  weightcast::RendezvousKeyValueStore store(rendezvous, token, absl::Seconds(timeout_s));
   std::vector<std::unique_ptr<weightcast::Receiver>> receivers;
   for (int i = 0; i < num_ranks; ++i) {
     weightcast::ReceiverOptions opts;

@@ -122,7 +122,9 @@ void GroupMember::MarkBroken(const absl::Status& why) {
   if (generation_ != 0) {
     // Best effort: if the store is unreachable the coordinator also notices
     // its own failure and moves on.
-    (void)store_->Set(BrokenKey(generation_), absl::StrCat("rank ", rank_, ": ", why.ToString()));
+    // Best effort, briefly: the rendezvous may be what broke.
+    (void)store_->Set(BrokenKey(generation_), absl::StrCat("rank ", rank_, ": ", why.ToString()),
+                      absl::Now() + absl::Seconds(2));
   }
   std::shared_ptr<Transport> dropped;
   {
@@ -140,6 +142,32 @@ void GroupMember::AbortTransport() {
     t = transport_;
   }
   if (t) t->Abort();
+}
+
+void GroupMember::AbortCurrentTransport() {
+  std::shared_ptr<Transport> t;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    t = transport_;
+  }
+  if (t) t->Abort();
+}
+
+BrokenWatch::BrokenWatch(GroupMember& member, uint64_t generation, absl::Duration poll)
+    : thread_([this, &member, generation, poll] {
+        while (!stop_.WaitForNotificationWithTimeout(poll)) {
+          absl::StatusOr<std::string> broken =
+              member.store()->Get(BrokenKey(generation), absl::Now() + poll);
+          if (broken.ok()) {
+            member.AbortCurrentTransport();
+            return;
+          }
+        }
+      }) {}
+
+BrokenWatch::~BrokenWatch() {
+  stop_.Notify();
+  thread_.join();
 }
 
 bool GroupMember::healthy() const {

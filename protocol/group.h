@@ -21,10 +21,12 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "transport/transport.h"
 
@@ -126,6 +128,9 @@ class GroupMember {
   // Aborts the transport in use, and a Join in progress (thread-safe); every
   // later Join fails. The owner then calls MarkBroken.
   void AbortTransport();
+  // Aborts the transport in use only (thread-safe): its collectives fail
+  // promptly, and later Joins connect anew.
+  void AbortCurrentTransport();
 
   // True when a transport exists and is healthy.
   [[nodiscard]] bool healthy() const;
@@ -183,6 +188,24 @@ class GroupMember {
 // group at the next update instead of that update failing on the dead
 // process's connections.
 [[nodiscard]] absl::Status MarkEarlierProcessGone(KeyValueStore& store, int rank);
+
+// While it lives (one update of one rank), watches "broken/<generation>"
+// and aborts the member's current transport as soon as any rank marks the
+// generation broken. A rank whose transport failed, or that stopped on
+// purpose, marks it; without the watch, ranks whose own collectives did not
+// touch the failed one waited out their whole timeout.
+class BrokenWatch {
+ public:
+  BrokenWatch(GroupMember& member, uint64_t generation,
+              absl::Duration poll = absl::Milliseconds(250));
+  ~BrokenWatch();
+  BrokenWatch(const BrokenWatch&) = delete;
+  BrokenWatch& operator=(const BrokenWatch&) = delete;
+
+ private:
+  absl::Notification stop_;
+  std::thread thread_;
+};
 
 }  // namespace weightcast
 

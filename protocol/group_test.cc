@@ -100,6 +100,36 @@ TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
   EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a) + "new_model=0\n").ok());
 }
 
+TEST(GroupTest, AWatchedUpdateEndsSoonAfterAnotherRankMarksTheGenerationBroken) {
+  MapStore store;
+  GroupMember member(&store,
+                     [](const TransportRequest& r, const std::atomic<bool>&)
+                         -> absl::StatusOr<std::unique_ptr<Transport>> {
+                       return std::make_unique<FakeTransport>(r.rank, r.world_size);
+                     },
+                     0);
+  auto a = AnnounceUpdate(member, 1, 1, 3, "gloo");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(member.Join(*a, absl::Now() + absl::Seconds(1)).ok());
+  {
+    BrokenWatch watch(member, a->generation, absl::Milliseconds(20));
+    absl::SleepFor(absl::Milliseconds(100));
+    EXPECT_TRUE(member.healthy()) << "nothing broken yet";
+    ASSERT_TRUE(store.Set(BrokenKey(a->generation), "rank 2: stopped").ok());
+    const absl::Time t0 = absl::Now();
+    while (member.healthy() && absl::Now() - t0 < absl::Seconds(2)) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_FALSE(member.healthy());
+    EXPECT_LT(absl::Now() - t0, absl::Milliseconds(500));
+  }
+  // Only that transport: the next generation connects again.
+  auto next = AnnounceUpdate(member, 2, 1, 3, "gloo");
+  ASSERT_TRUE(next.ok());
+  EXPECT_GT(next->generation, a->generation);
+  EXPECT_TRUE(member.Join(*next, absl::Now() + absl::Seconds(1)).ok());
+}
+
 TEST(GroupTest, ARestartedProcessMarksItsPredecessorsGenerationBroken) {
   MapStore store;
   EXPECT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // nothing announced yet

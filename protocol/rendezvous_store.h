@@ -13,8 +13,11 @@ namespace weightcast {
 
 class RendezvousKeyValueStore final : public KeyValueStore {
  public:
-  RendezvousKeyValueStore(const std::string& address, const std::string& token)
-      : client_(address, token) {}
+  // `call_timeout`: the longest any call without its own deadline waits
+  // (senders and receivers pass their group timeout).
+  RendezvousKeyValueStore(const std::string& address, const std::string& token,
+                          absl::Duration call_timeout = RendezvousClient::kDefaultCallTimeout)
+      : client_(address, token, nullptr, call_timeout) {}
   absl::Status Set(const std::string& key, const std::string& value,
                    absl::Time deadline = absl::InfiniteFuture()) override {
     return client_.Set(key, value, deadline);

@@ -148,7 +148,8 @@ wc_receiver* wc_receiver_open(const wc_receiver_options* o, char* err, size_t er
   const std::string tok = o->token == nullptr ? "" : o->token;
   const std::string bind =
       o->bind_host == nullptr || *o->bind_host == 0 ? "127.0.0.1" : o->bind_host;
-  r->store = std::make_unique<weightcast::RendezvousKeyValueStore>(o->rendezvous, tok);
+  r->store = std::make_unique<weightcast::RendezvousKeyValueStore>(
+      o->rendezvous, tok, absl::Seconds(o->timeout_s));
   r->cuda_device = o->cuda_device;
   r->device_tensors = o->device_tensors != 0;
   weightcast::ReceiverOptions opts;

@@ -190,6 +190,8 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
       member_.Join(a, absl::Now() + options_.op_timeout);
   if (!joined.ok()) return joined.status();
   Transport& transport = **joined;
+  // Another rank's failure or planned stop ends this update promptly.
+  BrokenWatch watch(member_, a.generation);
 
   // Transport failures end this rank's part: abort the sink, mark broken.
   auto fail = [&](const absl::Status& s, bool sink_begun) -> absl::Status {

@@ -102,7 +102,8 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
     server = std::move(s);
   }
   const std::string address = absl::StrCat(config.host, ":", config.port);
-  auto store = std::make_shared<RendezvousKeyValueStore>(address, config.token);
+  auto store = std::make_shared<RendezvousKeyValueStore>(address, config.token,
+                                                         absl::Seconds(config.timeout_s));
   auto member = std::make_shared<GroupMember>(
       store.get(), MakeTransportFactory({.rendezvous_address = address, .token = config.token, .bind_host = config.data_host, .cuda_device = config.cuda_device}),
       static_cast<int>(config.sender_rank));
@@ -218,10 +219,13 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
       ASSIGN_OR_RETURN(BucketPlan plan, PlanBuckets(wire.outputs, config.bucket_bytes, 0));
       const absl::Duration timeout = absl::Seconds(config.timeout_s);
       const uint32_t world = config.num_senders + config.inference_world_size;
+      // Finding the announcement, incarnation check included, takes one
+      // timeout at most.
+      const absl::Time announced_by = absl::Now() + timeout;
       if (config.sender_rank != 0) {
         // Sender 0 restarted (or was re-initialised) since: its numbering
         // started again, so every announcement of it is new to this sender.
-        absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey);
+        absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey, announced_by);
         absl::MutexLock lock(&mu_);
         if (incarnation.ok() && *incarnation != incarnation_) {
           incarnation_ = *incarnation;
@@ -232,7 +236,7 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
           config.sender_rank == 0
               ? AnnounceUpdate(*member, version, config.num_senders, world, config.transport,
                                new_model)
-              : AwaitUpdate(*store, version, last_seq, absl::Now() + timeout);
+              : AwaitUpdate(*store, version, last_seq, announced_by);
       if (!a.ok()) return a.status();
       // However this update ends, sender 0 records that it ended, so a
       // receiver starting later does not try to join it.
@@ -250,6 +254,8 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
       }
       ASSIGN_OR_RETURN(Transport * transport,
                        member->Join(*a, absl::Now() + timeout));
+      // Another rank's failure or planned stop ends this update promptly.
+      BrokenWatch watch(*member, a->generation);
       SenderUpdate u{.weight_version = version,
                      .seq = a->seq,
                      .num_senders = config.num_senders,

@@ -202,8 +202,10 @@ absl::Status ServerStatus(const std::string& address, const grpc::Status& s,
 }  // namespace
 
 RendezvousClient::RendezvousClient(const std::string& address, std::string token,
-                                   const std::atomic<bool>* cancelled)
-    : address_(address), token_(std::move(token)), external_(cancelled) {
+                                   const std::atomic<bool>* cancelled,
+                                   absl::Duration call_timeout)
+    : address_(address), token_(std::move(token)), call_timeout_(call_timeout),
+      external_(cancelled) {
   grpc::ChannelArguments args;
   // Reconnect quickly when sender 0 comes up after us.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
@@ -218,7 +220,7 @@ RendezvousClient::~RendezvousClient() = default;
 void RendezvousClient::Cancel() { cancelled_ = true; }
 
 absl::Time RendezvousClient::Bound(absl::Time deadline) const {
-  return std::min(deadline, absl::Now() + kDefaultCallTimeout);
+  return std::min(deadline, absl::Now() + call_timeout_);
 }
 
 absl::Status RendezvousClient::Call(absl::Time deadline,

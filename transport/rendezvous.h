@@ -107,11 +107,14 @@ class RendezvousClient {
  public:
   // `cancelled`, if given, works like Cancel() when it becomes true (so an
   // owner can cancel clients it does not hold); it must outlive the client.
+  // `call_timeout` bounds every call given no deadline of its own (the
+  // group's timeout_s, so no call outlasts it).
   RendezvousClient(const std::string& address, std::string token,
-                   const std::atomic<bool>* cancelled = nullptr);
+                   const std::atomic<bool>* cancelled = nullptr,
+                   absl::Duration call_timeout = kDefaultCallTimeout);
   ~RendezvousClient();
 
-  // Every call is bounded: `deadline` where given, else kDefaultCallTimeout.
+  // Every call is bounded: `deadline` where given, else call_timeout.
   // Connection problems: UNAVAILABLE naming the address. Set and Get retry
   // while the server is not up yet, until their deadline.
   [[nodiscard]] absl::Status Set(const std::string& key, const std::string& value,
@@ -141,6 +144,7 @@ class RendezvousClient {
                     const std::function<grpc::Status(grpc::ClientContext&)>& rpc);
   std::string address_;
   std::string token_;
+  absl::Duration call_timeout_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Rendezvous::Stub> stub_;
   bool Cancelled() const { return cancelled_ || (external_ != nullptr && *external_); }
