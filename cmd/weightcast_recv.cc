@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint.h"
+#include "common/secret.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/checkpoint_sink.h"
 #include "receiver/discard_sink.h"
@@ -39,7 +40,10 @@ int main(int argc, char** argv) {
   uint64_t max_updates = 0, shard_bytes = uint64_t{4} << 30;
   double timeout_s = 120, idle_timeout_s = 0;
   app.add_option("--rendezvous", rendezvous, "HOST:PORT of sender 0's rendezvous")->required();
-  app.add_option("--token", token, "group token");
+  std::string token_file;
+  app.add_option("--token-file", token_file,
+                 "file holding the group token (default: $WEIGHTCAST_TOKEN)");
+  app.add_option("--token", token, "group token (visible in ps: prefer --token-file)");
   app.add_option("--rank-offset", rank_offset, "global rank of this process's first rank")
       ->required();
   app.add_option("--num-ranks", num_ranks, "inference ranks this process joins as")
@@ -79,6 +83,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "weightcast-recv: --timeout must be in (0, 86400] seconds and "
                          "--idle-timeout >= 0\n");
     return 2;
+  }
+  if (!token.empty() && !token_file.empty()) {
+    std::fprintf(stderr, "weightcast-recv: --token and --token-file are exclusive\n");
+    return 2;
+  }
+  if (token.empty()) {
+    absl::StatusOr<std::string> t = weightcast::ReadToken(token_file);
+    if (!t.ok()) {
+      std::fprintf(stderr, "weightcast-recv: %s\n", std::string(t.status().message()).c_str());
+      return 2;
+    }
+    token = *t;
   }
   if (layout != "hf" && layout != "vllm") {
     std::fprintf(stderr, "weightcast-recv: --layout must be hf or vllm\n");

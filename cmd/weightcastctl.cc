@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/secret.h"
 #include "weightcast/v1/control.grpc.pb.h"
 
 namespace {
@@ -210,7 +211,10 @@ int main(int argc, char** argv) {
   c_init->add_option("--scale-rule", rule, "amax-clamp | scale-clamp");
   c_init->add_flag("--pow2-scales", pow2, "power-of-two (UE8M0) FP8 scales");
   c_init->add_option("--bucket-bytes", bucket_bytes, "largest bucket (0: default)");
-  c_init->add_option("--token", token, "group token");
+  std::string token_file;
+  c_init->add_option("--token-file", token_file,
+                     "file holding the group token (default: $WEIGHTCAST_TOKEN)");
+  c_init->add_option("--token", token, "group token (visible in ps: prefer --token-file)");
   c_init->add_option("--data-host", data_host, "data-plane bind address");
   c_init->add_option("--cuda-device", cuda_device, "GPU of the data plane (nccl)");
 
@@ -277,6 +281,18 @@ int main(int argc, char** argv) {
     init.mutable_format()->mutable_quantization()->set_scale_rule(rule);
     init.mutable_format()->mutable_quantization()->set_power_of_two_scales(pow2);
     init.set_bucket_bytes(bucket_bytes);
+    if (!token.empty() && !token_file.empty()) {
+      std::fprintf(stderr, "weightcastctl init: --token and --token-file are exclusive\n");
+      return kUsage;
+    }
+    if (token.empty()) {
+      absl::StatusOr<std::string> t = weightcast::ReadToken(token_file);
+      if (!t.ok()) {
+        std::fprintf(stderr, "weightcastctl init: %s\n", std::string(t.status().message()).c_str());
+        return kUsage;
+      }
+      token = *t;
+    }
     init.set_token(token);
     init.set_data_host(data_host);
     init.set_cuda_device(cuda_device);

@@ -23,6 +23,21 @@ def test_bad_log_levels_and_timeouts_are_refused_at_start(tmp_path):
         assert p.returncode == 2 and "--timeout" in p.stderr, (t, p.stderr)
 
 
+def test_a_token_file_others_can_read_is_refused(tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    tok.chmod(0o644)
+    recv = ("weightcast-recv", "--rendezvous", "127.0.0.1:1", "--rank-offset", "1",
+            "--out", str(tmp_path / "o"))
+    p = run(*recv, "--token-file", str(tok))
+    assert p.returncode == 2 and "readable by every user" in p.stderr, p.stderr
+    p = run(*recv, "--token-file", str(tok), "--token", "x")
+    assert p.returncode == 2 and "exclusive" in p.stderr, p.stderr
+    p = run("weightcastctl", "--addr", f"unix:{tmp_path}/none.sock", "init", "--token-file",
+            str(tok))
+    assert p.returncode == 2 and "readable by every user" in p.stderr, p.stderr
+
+
 def test_convert_reports_bad_input_and_converts_good(tmp_path):
     p = run("weightcast-convert", "--in", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert p.returncode == 1 and "missing" in p.stderr

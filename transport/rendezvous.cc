@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_listen.h"
+#include "common/secret.h"
 #include "common/grpc_status.h"
 
 namespace weightcast {
@@ -98,7 +99,8 @@ grpc::Status RendezvousService::CheckToken(grpc::ServerContext* ctx) const {
   if (token_.empty()) return grpc::Status::OK;
   const auto& md = ctx->client_metadata();
   auto it = md.find(kTokenMetadataKey);
-  if (it == md.end() || std::string(it->second.data(), it->second.size()) != token_) {
+  if (it == md.end() ||
+      !ConstantTimeEquals(std::string_view(it->second.data(), it->second.size()), token_)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "rendezvous: missing or wrong group token");
   }

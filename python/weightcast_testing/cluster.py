@@ -136,23 +136,33 @@ class Cluster:
         return f"{self.workdir}/recv{rank}"
 
     def start_receiver(self, rank: int, extra: list[str] | None = None) -> subprocess.Popen:
+        # The token as operators pass it: in the environment, not on argv.
         args = [self.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{self.port}",
-                "--token", self.token, "--rank-offset", str(rank), "--out",
+                "--rank-offset", str(rank), "--out",
                 self.receiver_out(rank), "--timeout", str(self.timeout_s),
                 "--shard-bytes", str(8 << 20)]
         args += extra if extra is not None else self.recv_args.get(rank, [])
         log = open(f"{self.workdir}/recv{rank}.log", "a")
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                             env=self.env(f"rank{rank}"))
+        env = self.env(f"rank{rank}")
+        env["WEIGHTCAST_TOKEN"] = self.token
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.receivers[rank] = p
         return p
+
+    def token_file(self) -> str:
+        path = f"{self.workdir}/token"
+        if not os.path.exists(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.token + "\n")
+        return path
 
     def init(self, s: int, **overrides) -> Result:
         opts = {"--host": "127.0.0.1", "--port": str(self.port), "--sender-rank": str(s),
                 "--num-senders": str(self.num_senders),
                 "--inference-world-size": str(self.num_receivers),
                 "--timeout": str(self.timeout_s), "--bucket-bytes": str(self.bucket_bytes),
-                "--token": self.token}
+                "--token-file": self.token_file()}
         opts.update({k: str(v) for k, v in self.init_args.items()})
         opts.update({k: str(v) for k, v in overrides.items()})
         return self.ctl(s, "init", *[x for kv in opts.items() for x in kv])
