@@ -1,0 +1,125 @@
+#include "kernels/finite_guard.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
+
+namespace weightcast {
+namespace {
+
+constexpr char kNonFinitePayload[] = "type.weightcast/non-finite-value";
+
+static_assert(static_cast<uint32_t>(GuardType::kF16) == static_cast<uint32_t>(DType::kF16));
+static_assert(static_cast<uint32_t>(GuardType::kBF16) == static_cast<uint32_t>(DType::kBF16));
+static_assert(static_cast<uint32_t>(GuardType::kF32) == static_cast<uint32_t>(DType::kF32));
+static_assert(static_cast<uint32_t>(GuardType::kF64) == static_cast<uint32_t>(DType::kF64));
+static_assert(static_cast<uint32_t>(GuardType::kF8E4M3) == static_cast<uint32_t>(DType::kF8E4M3));
+static_assert(static_cast<uint32_t>(GuardType::kF8E5M2) == static_cast<uint32_t>(DType::kF8E5M2));
+
+}  // namespace
+
+GuardType GuardTypeOf(DType dtype) {
+  switch (dtype) {
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kF32:
+    case DType::kF64:
+    case DType::kF8E4M3:
+    case DType::kF8E5M2:
+      return static_cast<GuardType>(static_cast<uint32_t>(dtype));
+    default:
+      return GuardType::kNone;
+  }
+}
+
+absl::string_view FiniteClassName(FiniteClass c) {
+  switch (c) {
+    case FiniteClass::kNaN: return "NaN";
+    case FiniteClass::kPosInf: return "+inf";
+    case FiniteClass::kNegInf: return "-inf";
+    default: return "finite";
+  }
+}
+
+absl::Status NonFiniteValueError(absl::string_view tensor, uint64_t index, FiniteClass c) {
+  absl::Status s = absl::InvalidArgumentError(absl::StrCat(
+      "tensor '", tensor, "': non-finite value (", FiniteClassName(c), ") at element ", index,
+      "; the version is refused (allow_non_finite lets such values through)"));
+  s.SetPayload(kNonFinitePayload, absl::Cord(std::to_string(index)));
+  return s;
+}
+
+bool IsNonFiniteValueError(const absl::Status& status) {
+  return status.GetPayload(kNonFinitePayload).has_value();
+}
+
+absl::Status WithMessagePrefix(const absl::Status& status, absl::string_view prefix) {
+  absl::Status out(status.code(), absl::StrCat(prefix, status.message()));
+  status.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
+}
+
+void FiniteGuard::ScanRun(uint32_t source, GuardType type, const std::byte* p,
+                          uint64_t first_index, uint64_t n) {
+  const NonFiniteLanes l = LanesOf(type);
+  if (l.bytes == 0 || n == 0) return;
+  const uint64_t bytes = n * l.bytes;
+  // Whole words (lanes line up with elements: the run starts at an element),
+  // then the tail element by element. A flagged word is resolved lane by lane.
+  uint64_t at = 0;
+  for (; at + 8 <= bytes; at += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + at, 8);
+    if (!WordHasNonFinite(w, l)) [[likely]] continue;
+    for (uint64_t k = at; k < at + 8; k += l.bytes) {
+      const FiniteClass c = ClassifyElement(LoadElementBits(p + k, l.bytes), l);
+      if (c != FiniteClass::kFinite) {
+        Record(source, EncodeFinding(first_index + k / l.bytes, c));
+        return;  // the lowest index of this run
+      }
+    }
+  }
+  for (; at < bytes; at += l.bytes) {
+    const FiniteClass c = ClassifyElement(LoadElementBits(p + at, l.bytes), l);
+    if (c != FiniteClass::kFinite) {
+      Record(source, EncodeFinding(first_index + at / l.bytes, c));
+      return;
+    }
+  }
+}
+
+void FiniteGuard::Record(uint32_t source, uint64_t finding) {
+  if (finding == kNoFinding) return;
+  for (auto& [s, f] : findings_) {
+    if (s == source) {
+      f = std::min(f, finding);
+      return;
+    }
+  }
+  findings_.emplace_back(source, finding);
+}
+
+uint64_t FiniteGuard::FindingOf(uint32_t source) const {
+  for (const auto& [s, f] : findings_) {
+    if (s == source) return f;
+  }
+  return kNoFinding;
+}
+
+absl::Status FiniteGuard::Report(std::span<const HostSource> sources) const {
+  if (findings_.empty()) return absl::OkStatus();
+  auto best = findings_.begin();
+  for (auto it = findings_.begin(); it != findings_.end(); ++it) {
+    if (it->first < best->first) best = it;
+  }
+  const std::string name = best->first < sources.size()
+                               ? sources[best->first].spec.name
+                               : absl::StrCat("source ", best->first);
+  return NonFiniteValueError(name, FindingIndex(best->second), FindingClass(best->second));
+}
+
+}  // namespace weightcast
