@@ -3,8 +3,8 @@
 //
 // A non-finite weight from a trainer is a bug to stop before it reaches
 // inference: while packing, each source element that is copied or quantized
-// is checked (kernels/finite_bits.h, a few integer operations per 8 bytes, on
-// bytes the copy has just brought into cache), and the lowest non-finite
+// is checked (kernels/finite_bits.h: a few integer operations per 8 bytes,
+// done on the words the copy holds in registers), and the lowest non-finite
 // element index of each source is kept. A packer that found one still
 // finishes its bucket, then returns NonFiniteValueError for the finding
 // Report() picks; the update pipeline keeps the group in step and votes
@@ -50,6 +50,12 @@ class FiniteGuard {
   // non-finite one. kNone: nothing to check.
   void ScanRun(uint32_t source, GuardType type, const std::byte* p, uint64_t first_index,
                uint64_t n);
+  // Copies `n` contiguous elements from `src` to `dst` (as memcpy) and
+  // checks them in the same pass, as ScanRun would: the guard rides on the
+  // loads and stores of the copy, so it costs no extra read of the bytes.
+  // `type` is a checked type (not kNone: callers memcpy those).
+  void CopyRun(uint32_t source, GuardType type, std::byte* dst, const std::byte* src,
+               uint64_t first_index, uint64_t n);
   // Records a finding word (kernels/finite_bits.h) of `source`; kNoFinding
   // is ignored. Keeps the lowest per source.
   void Record(uint32_t source, uint64_t finding);

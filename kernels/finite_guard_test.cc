@@ -129,6 +129,36 @@ TEST(FiniteGuardTest, ScanRunFindsTheLowestIndexOfEveryType) {
   EXPECT_FALSE(none.found());
 }
 
+// CopyRun is memcpy plus ScanRun in one pass: the same bytes, the same
+// finding, for runs over several 16 KiB chunks, odd lengths and positions
+// in the 64-byte blocks, in a block's last word, and in the tail.
+TEST(FiniteGuardTest, CopyRunCopiesAndFindsWhatScanRunFinds) {
+  std::mt19937 rng(9);
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32, DType::kF64, DType::kF8E4M3}) {
+    const GuardType t = GuardTypeOf(dt);
+    const size_t es = DTypeSize(dt);
+    const NonFiniteLanes l = LanesOf(t);
+    const uint64_t lane = es == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * es)) - 1;
+    const uint64_t inf = l.mask & lane;  // +inf (e4m3fn: NaN)
+    for (uint64_t n : {uint64_t{1}, uint64_t{7}, uint64_t{63}, uint64_t{(40 << 10) / es + 5}}) {
+      std::vector<uint64_t> marks = {n - 1, 0, n / 2, n > 64 / es ? 64 / es - 1 : 0};
+      for (uint64_t mark : marks) {
+        for (size_t misalign : {size_t{0}, es}) {
+          std::vector<std::byte> src(n * es + misalign), dst(n * es + misalign), want(n * es);
+          for (auto& b : src) b = static_cast<std::byte>(rng() & 0x3F);  // finite in every type
+          std::memcpy(src.data() + misalign + mark * es, &inf, es);
+          FiniteGuard copy, scan;
+          copy.CopyRun(1, t, dst.data() + misalign, src.data() + misalign, 10, n);
+          scan.ScanRun(1, t, src.data() + misalign, 10, n);
+          ASSERT_EQ(std::memcmp(dst.data() + misalign, src.data() + misalign, n * es), 0);
+          ASSERT_EQ(copy.FindingOf(1), scan.FindingOf(1)) << DTypeName(dt) << " n " << n;
+          ASSERT_EQ(FindingIndex(copy.FindingOf(1)), 10 + mark) << DTypeName(dt) << " n " << n;
+        }
+      }
+    }
+  }
+}
+
 TEST(FiniteGuardTest, ReportNamesTheLowestNumberedSourceAndKeepsItsMark) {
   std::vector<HostSource> sources(3);
   sources[0].spec.name = "a";

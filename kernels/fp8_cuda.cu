@@ -109,8 +109,8 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8QuantizeKernel(Fp8QuantizePara
         v[i][j] = LoadElement(at, p.src_type);
         amax = MaxPropagatingNaN(amax, fabsf(v[i][j]));
         // Widening keeps inf and NaN, so the class of the f32 is the source's.
-        const FiniteClass k = ClassifyFloat(v[i][j]);
-        if (p.guard != nullptr && k != FiniteClass::kFinite) {
+        const FiniteClass k = p.guard != nullptr ? ClassifyFloat(v[i][j]) : FiniteClass::kFinite;
+        if (k != FiniteClass::kFinite) [[unlikely]] {
           const Fp8RowSegment& seg = p.segments[s];
           const uint64_t index = (reinterpret_cast<uint64_t>(at) - seg.guard_base) / es;
           atomicMin(p.guard + seg.guard_slot,

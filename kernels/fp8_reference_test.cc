@@ -168,7 +168,9 @@ TEST(Fp8ReferenceTest, NonFiniteBlocksMatchTorchLive) {
       const bool nan = (want[i] & 0x7F) == 0x7F;
       ASSERT_EQ(nan ? (q[i] & 0x7F) : q[i], nan ? 0x7F : want[i])
           << "case " << cases << " element " << i << " input " << x[i];
-      if (nan) ASSERT_EQ(q[i] & 0x80, Bits(x[i]) >> 24 & 0x80) << "case " << cases << " " << i;
+      if (nan) {
+        ASSERT_EQ(q[i] & 0x80, Bits(x[i]) >> 24 & 0x80) << "case " << cases << " " << i;
+      }
     }
     ++cases;
   }

@@ -321,7 +321,9 @@ TEST_P(Fp8GpuTest, WeightsAndScalesEqualCpuReference) {
     ASSERT_CUDA(cudaDeviceSynchronize());
     // The guard in the FP8 loop finds the CPU packer's lowest non-finite element.
     EXPECT_EQ(guard.ToHostWords()[0], cpu_guard.FindingOf(0)) << c.label;
-    if (c.edges) EXPECT_TRUE(cpu_guard.found()) << c.label;
+    if (c.edges) {
+      EXPECT_TRUE(cpu_guard.found()) << c.label;
+    }
     const std::vector<std::byte> got = ToHost(bucket.get() + 64, total);
     for (uint64_t i = 0; i < total; ++i) {
       if (got[i] != expect[i]) {

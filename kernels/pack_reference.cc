@@ -10,22 +10,13 @@
 namespace weightcast {
 namespace {
 
-// Guarded copies go in chunks small enough that the source bytes memcpy just
-// read are still in L1 when the guard looks at them.
-constexpr uint64_t kGuardChunkBytes = 16 << 10;
-
 void CopyRun(std::byte* d, const std::byte* s, uint64_t elems, size_t es, FiniteGuard* guard,
              GuardType type, uint32_t source, uint64_t first_index) {
   if (guard == nullptr || type == GuardType::kNone) {
     std::memcpy(d, s, elems * es);
     return;
   }
-  const uint64_t chunk = kGuardChunkBytes / es;
-  for (uint64_t k = 0; k < elems; k += chunk) {
-    const uint64_t n = std::min(chunk, elems - k);
-    std::memcpy(d + k * es, s + k * es, n * es);
-    guard->ScanRun(source, type, s + k * es, first_index + k, n);
-  }
+  guard->CopyRun(source, type, d, s, first_index, elems);
 }
 
 }  // namespace

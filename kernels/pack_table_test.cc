@@ -73,9 +73,13 @@ TEST_P(PackTableTest, TableGuardFindsWhatThePackerGuardFinds) {
                                                    << off << "+" << len;
       found += cpu.FindingOf(i) != kNoFinding;
     }
-    if (!checked) EXPECT_FALSE(cpu.found()) << l.label;
+    if (!checked) {
+      EXPECT_FALSE(cpu.found()) << l.label;
+    }
   }
-  if (checked) EXPECT_GT(found, 0) << l.label;  // the test data did hold some
+  if (checked) {
+    EXPECT_GT(found, 0) << l.label;  // the test data did hold some
+  }
 }
 
 TEST_P(PackTableTest, PerSourceTablesInAnyOrderAssembleTheWholeOutput) {

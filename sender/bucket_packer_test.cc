@@ -307,9 +307,13 @@ void CompareGpuWithCpu(bool fp8, bool poison = false) {
     ASSERT_EQ(cudaMemset((*gpu)->slot(g % 2), 0xAB, n), cudaSuccess);
     const absl::Status want_status = cpu->Pack(cpu_in, b, g, g % 2);
     absl::Status s = (*gpu)->Pack(gpu_in, b, g, g % 2);
-    if (!poison) ASSERT_TRUE(want_status.ok()) << want_status;
+    if (!poison) {
+      ASSERT_TRUE(want_status.ok()) << want_status;
+    }
     ASSERT_EQ(s, want_status) << "bucket " << g;
-    if (!s.ok()) ASSERT_TRUE(IsNonFiniteValueError(s)) << s;
+    if (!s.ok()) {
+      ASSERT_TRUE(IsNonFiniteValueError(s)) << s;
+    }
     std::vector<std::byte> got(n);
     ASSERT_EQ(cudaMemcpy(got.data(), (*gpu)->slot(g % 2), n, cudaMemcpyDeviceToHost),
               cudaSuccess);
