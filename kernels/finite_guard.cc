@@ -4,10 +4,6 @@
 #include <cstring>
 #include <string>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
@@ -101,16 +97,9 @@ namespace {
 // Two 64-bit lanes of an SSE2 register (GCC vector extension: any target).
 using Words = uint64_t __attribute__((vector_size(16)));
 
-// Runs at least this long are stored around the cache, as glibc's memcpy
-// does for large copies: regular stores would first read every destination
-// line (a third more memory traffic than the copy the guard rides on).
-constexpr uint64_t kStreamingBytes = 1 << 20;
-
 // Copies `bytes` (a multiple of 64) and returns non-zero when some lane of
-// the words copied is non-finite (WordHasNonFinite, branch-free). `stream`:
-// non-temporal stores (dst 16-byte aligned; the caller fences).
-uint64_t CopyBlocks(std::byte* dst, const std::byte* src, uint64_t bytes, const NonFiniteLanes& l,
-                    bool stream) {
+// the words copied is non-finite (WordHasNonFinite, branch-free).
+uint64_t CopyBlocks(std::byte* dst, const std::byte* src, uint64_t bytes, const NonFiniteLanes& l) {
   const uint64_t ones = l.high >> (8 * l.bytes - 1);
   const Words mask = {l.mask, l.mask}, carry = {l.high - ones, l.high - ones},
               high = {l.high, l.high};
@@ -118,18 +107,7 @@ uint64_t CopyBlocks(std::byte* dst, const std::byte* src, uint64_t bytes, const 
   for (uint64_t at = 0; at < bytes; at += 64) {
     Words w[4];
     std::memcpy(w, src + at, 64);
-#if defined(__SSE2__)
-    if (stream) {
-      for (int k = 0; k < 4; ++k) {
-        _mm_stream_si128(reinterpret_cast<__m128i*>(dst + at) + k, reinterpret_cast<__m128i>(w[k]));
-      }
-    } else {
-      std::memcpy(dst + at, w, 64);
-    }
-#else
-    (void)stream;
     std::memcpy(dst + at, w, 64);
-#endif
     for (const Words& v : w) bad |= ~(((v & mask) ^ mask) + carry) & high;
   }
   return bad[0] | bad[1];
@@ -143,27 +121,11 @@ void FiniteGuard::CopyRun(uint32_t source, GuardType type, std::byte* dst, const
   // Chunks of 16 KiB: a flagged chunk is scanned again element by element
   // while it is still in L1 (rare: it holds a non-finite value).
   constexpr uint64_t kChunk = 16 << 10;
-  uint64_t bytes = n * l.bytes;
-#if defined(__SSE2__)
-  const bool stream = bytes >= kStreamingBytes;
-  if (stream) {
-    // Up to dst's 16-byte alignment (whole elements: dst is element aligned
-    // in every bucket) as a plain run.
-    const uint64_t head = std::min<uint64_t>(bytes, (16 - reinterpret_cast<uintptr_t>(dst) % 16) % 16);
-    const uint64_t head_elems = (head + l.bytes - 1) / l.bytes;
-    std::memcpy(dst, src, head_elems * l.bytes);
-    ScanRun(source, type, src, first_index, head_elems);
-    dst += head_elems * l.bytes, src += head_elems * l.bytes;
-    first_index += head_elems, bytes -= head_elems * l.bytes;
-  }
-  const bool aligned = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
-#else
-  const bool stream = false, aligned = false;
-#endif
+  const uint64_t bytes = n * l.bytes;
   for (uint64_t at = 0; at < bytes; at += kChunk) {
     const uint64_t len = std::min(kChunk, bytes - at);
     const uint64_t blocks = len / 64 * 64;
-    const bool flagged = CopyBlocks(dst + at, src + at, blocks, l, stream && aligned) != 0;
+    const bool flagged = CopyBlocks(dst + at, src + at, blocks, l) != 0;
     std::memcpy(dst + at + blocks, src + at + blocks, len - blocks);
     if (flagged) {
       ScanRun(source, type, src + at, first_index + at / l.bytes, blocks / l.bytes);
@@ -172,9 +134,6 @@ void FiniteGuard::CopyRun(uint32_t source, GuardType type, std::byte* dst, const
     ScanRun(source, type, src + at + blocks, first_index + (at + blocks) / l.bytes,
             (len - blocks) / l.bytes);
   }
-#if defined(__SSE2__)
-  if (stream) _mm_sfence();  // the streamed stores before whoever reads dst next
-#endif
 }
 
 void FiniteGuard::Record(uint32_t source, uint64_t finding) {
