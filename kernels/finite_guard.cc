@@ -103,12 +103,20 @@ uint64_t CopyBlocks(std::byte* dst, const std::byte* src, uint64_t bytes, const 
   const uint64_t ones = l.high >> (8 * l.bytes - 1);
   const Words mask = {l.mask, l.mask}, carry = {l.high - ones, l.high - ones},
               high = {l.high, l.high};
+  auto flag = [&](Words v) { return ~(((v & mask) ^ mask) + carry) & high; };
   Words bad = {0, 0};
   for (uint64_t at = 0; at < bytes; at += 64) {
-    Words w[4];
-    std::memcpy(w, src + at, 64);
-    std::memcpy(dst + at, w, 64);
-    for (const Words& v : w) bad |= ~(((v & mask) ^ mask) + carry) & high;
+    // Four named registers (an array would go through the stack).
+    Words a, b, c, d;
+    std::memcpy(&a, src + at, 16);
+    std::memcpy(&b, src + at + 16, 16);
+    std::memcpy(&c, src + at + 32, 16);
+    std::memcpy(&d, src + at + 48, 16);
+    std::memcpy(dst + at, &a, 16);
+    std::memcpy(dst + at + 16, &b, 16);
+    std::memcpy(dst + at + 32, &c, 16);
+    std::memcpy(dst + at + 48, &d, 16);
+    bad |= flag(a) | flag(b) | flag(c) | flag(d);
   }
   return bad[0] | bad[1];
 }
