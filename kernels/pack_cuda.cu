@@ -145,6 +145,9 @@ __device__ void TransposeTile(const CopyEntry& e, uint64_t tile, T (*smem)[kTran
   __syncthreads();
 }
 
+// kGuard: the non-finite guard is compiled in only where a launch asks for
+// it, so unguarded copies (receivers, allow_non_finite) keep their registers.
+template <bool kGuard>
 __global__ void __launch_bounds__(kThreads)
     CopyTableKernel(const CopyEntry* __restrict__ entries, const uint64_t* __restrict__ tile_end,
                     uint32_t n, uint64_t total_tiles, unsigned long long* guard) {
@@ -160,7 +163,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t local = tile - (lo == 0 ? 0 : tile_end[lo - 1]);
     EntryGuard eg;
     const EntryGuard* g = nullptr;
-    if (guard != nullptr && e.guard_type != 0) {
+    if (kGuard && e.guard_type != 0) {
       eg = EntryGuard{.lanes = LanesOf(static_cast<GuardType>(e.guard_type)),
                       .base = e.guard_base,
                       .word = guard + e.guard_slot};
@@ -222,8 +225,13 @@ cudaError_t LaunchCopyTable(const CopyEntry* entries, size_t n, void* scratch,
   const auto* d_entries = static_cast<const CopyEntry*>(scratch);
   const auto* d_tile_end =
       reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(scratch) + n * sizeof(CopyEntry));
-  CopyTableKernel<<<grid, kThreads, 0, stream>>>(d_entries, d_tile_end, static_cast<uint32_t>(n),
-                                                 total, guard);
+  if (guard != nullptr) {
+    CopyTableKernel<true><<<grid, kThreads, 0, stream>>>(d_entries, d_tile_end,
+                                                         static_cast<uint32_t>(n), total, guard);
+  } else {
+    CopyTableKernel<false><<<grid, kThreads, 0, stream>>>(d_entries, d_tile_end,
+                                                          static_cast<uint32_t>(n), total, nullptr);
+  }
   return cudaGetLastError();
 }
 
