@@ -195,6 +195,7 @@ int main(int argc, char** argv) {
   int32_t cuda_device = 0;
   uint64_t bucket_bytes = 0;
   bool pow2 = false;
+  bool allow_non_finite = false;
   auto* c_init = app.add_subcommand("init", "InitBroadcaster");
   c_init->add_option("--host", host, "rendezvous host")->capture_default_str();
   c_init->add_option("--port", port, "rendezvous port")->capture_default_str();
@@ -217,6 +218,9 @@ int main(int argc, char** argv) {
   c_init->add_option("--token", token, "group token (visible in ps: prefer --token-file)");
   c_init->add_option("--data-host", data_host, "data-plane bind address");
   c_init->add_option("--cuda-device", cuda_device, "GPU of the data plane (nccl)");
+  c_init->add_flag("--allow-non-finite", allow_non_finite,
+                   "send NaN/inf weights as they are (default: refuse the version, naming the "
+                   "tensor and element)");
 
   std::string descriptors, checkpoint_dir;
   bool replace = false;
@@ -296,6 +300,7 @@ int main(int argc, char** argv) {
     init.set_token(token);
     init.set_data_host(data_host);
     init.set_cuda_device(cuda_device);
+    init.set_allow_non_finite(allow_non_finite);
     grpc::ClientContext ctx;
     unary_ctx(ctx);
     weightcast::v1::InitBroadcasterResponse resp;

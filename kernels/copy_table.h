@@ -8,6 +8,12 @@
 // Strides are in bytes. Pack: src = a source tensor, dst = the bucket
 // (dense rows). Unpack: the same entry inverted (InvertCopyEntry).
 //
+// The non-finite guard (kernels/finite_bits.h): with guard_type != 0 and
+// guard words given to the executor, every element copied is checked as it
+// is read, and a NaN / +-inf element at address a lowers word guard_slot to
+// EncodeFinding((a - guard_base) / elem_size, class): guard_base is the
+// address of element 0 of the source tensor, so the index is its flat one.
+//
 // Work split: an entry is cut into tiles (TilesOf) that the kernel's blocks
 // take in grid-stride order; a table carries the running tile count of each
 // entry so a block finds its entry by binary search.
@@ -29,6 +35,9 @@ struct CopyEntry {
   uint64_t cols = 0;
   uint32_t elem_size = 0;  // 1, 2, 4 or 8
   uint32_t transpose = 0;
+  uint64_t guard_base = 0;  // address of the source's element 0
+  uint32_t guard_type = 0;  // GuardType (kernels/finite_bits.h); 0: not checked
+  uint32_t guard_slot = 0;
 };
 
 // Row copies move up to this many bytes of one row per tile.
@@ -57,6 +66,7 @@ WC_HOST_DEVICE inline CopyEntry InvertCopyEntry(const CopyEntry& e) {
     inv.rows = e.cols;
     inv.cols = e.rows;
   }
+  inv.guard_type = 0;  // it reads the bucket, not a source
   return inv;
 }
 

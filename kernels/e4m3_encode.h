@@ -28,13 +28,17 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint8_t EncodeE4M3Satfinite(float x) {
 }
 
 // The code of `x` in a block of scale `scale`: x / scale encoded, but a NaN
-// keeps the sign of `x` itself. (A GPU's division returns the canonical +NaN
-// for any NaN operand, so the sign must not be read after it.)
+// quotient (x NaN, inf / inf, x / NaN) is 0x7F with the sign of `x` itself.
+// (A GPU's division returns the canonical +NaN, an x86 CPU's a negative one,
+// so the sign must not be read after it; kernels/fp8_reference.h.)
 WC_HOST_DEVICE WC_FORCE_INLINE uint8_t EncodeE4M3Scaled(float x, float scale) {
   uint32_t u;
   memcpy(&u, &x, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint8_t>(0x7F | ((u >> 24) & 0x80));
-  return EncodeE4M3Satfinite(x / scale);
+  const uint8_t nan = static_cast<uint8_t>(0x7F | ((u >> 24) & 0x80));
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return nan;
+  const float q = x / scale;
+  if (q != q) return nan;
+  return EncodeE4M3Satfinite(q);
 }
 
 }  // namespace weightcast

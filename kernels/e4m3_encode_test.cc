@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "gtest/gtest.h"
 #include "kernels/fp8_reference.h"
@@ -71,6 +72,24 @@ TEST(E4M3EncodeTest, ScaledEncodeTakesTheSignOfANanFromTheUnscaledValue) {
     EXPECT_EQ(EncodeE4M3Scaled(NAN, scale), 0x7F) << scale;
     for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 447.0f, 1e6f, -INFINITY}) {
       EXPECT_EQ(EncodeE4M3Scaled(x, scale), EncodeE4M3Satfinite(x / scale)) << x << " " << scale;
+    }
+  }
+}
+
+// Non-finite blocks: scale inf (a block with +-inf) or NaN (a block with a
+// NaN). The kernel's codes equal the CPU reference's (QuantizeRows) for
+// every value in such a block: a NaN quotient takes the sign of x.
+TEST(E4M3EncodeTest, ScaledEncodeOfNonFiniteScalesEqualsTheReference) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (float scale : {INFINITY, nan}) {
+    for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 448.0f, 3e38f, INFINITY, -INFINITY, nan, -nan}) {
+      // The reference makes the scale from the block's amax: a block of x
+      // and a value that makes the scale `scale`; x's code is q[0].
+      const float w[2] = {x, std::isnan(scale) ? nan : INFINITY};
+      uint8_t q[2];
+      float s;
+      QuantizeRows(w, 0, 1, 2, Fp8Options{}, q, &s);
+      EXPECT_EQ(EncodeE4M3Scaled(x, s), q[0]) << x << " / " << scale;
     }
   }
 }

@@ -1,11 +1,12 @@
 // Block FP8 kernels. Equality with the CPU reference, element by element:
 //  - input to f32: bf16/f16 widen exactly; f32 as is.
-//  - amax: fmaxf(amax, fabsf(x)) over the block (fmaxf drops NaN, like the
-//    reference's std::fmax); padding of partial blocks does not take part.
+//  - amax: MaxPropagatingNaN(amax, fabsf(x)) over the block (a NaN makes it
+//    NaN, like the reference); padding of partial blocks does not take part.
 //  - scale: the reference's formula in IEEE f32 (nvcc's default -prec-div=true,
-//    no fast math, no flush to zero), inf -> FLT_MAX / 448, power of two via
-//    frexpf/ldexpf, which are exact.
-//  - q = encode(x / scale) with a true IEEE division.
+//    no fast math, no flush to zero); amax NaN -> CanonicalNaN(), amax inf ->
+//    inf; power of two via frexpf/ldexpf (finite scales), which are exact.
+//  - q = encode(x / scale) with a true IEEE division; a NaN quotient is
+//    0x7F | sign of x (EncodeE4M3Scaled).
 //  - encode: cvt.rn.satfinite.e4m3x2.f32 (__nv_cvt_float_to_fp8 with
 //    __NV_SATFINITE, round to nearest even) for every non-NaN value; it
 //    saturates +-inf and |x| >= 464 to +-448 exactly as the reference's
@@ -25,6 +26,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/e4m3_encode.h"
+#include "kernels/finite_bits.h"
 #include "kernels/float_bits.h"
 
 namespace weightcast {
@@ -53,9 +55,9 @@ __device__ __forceinline__ int ElementBytes(Fp8SourceType t) {
 }
 
 __device__ __forceinline__ float BlockScale(float amax, int rule, bool power_of_two) {
+  if (isnan(amax)) return CanonicalNaN();
   float scale = rule == 0 ? fmaxf(amax, 1e-4f) / 448.0f : fmaxf(amax / 448.0f, 1e-12f);
-  if (isinf(scale)) scale = FLT_MAX / 448.0f;
-  if (power_of_two) {
+  if (power_of_two && isfinite(scale)) {
     int k = 0;
     const float f = frexpf(scale, &k);
     scale = f == 0.5f ? scale : ldexpf(1.0f, k);
@@ -63,15 +65,18 @@ __device__ __forceinline__ float BlockScale(float amax, int rule, bool power_of_
   return scale;
 }
 
-// Address of global row g (binary search over the segments).
-__device__ __forceinline__ const uint8_t* RowAddress(const Fp8RowSegment* seg, uint32_t n,
-                                                     uint64_t g) {
+// The segment holding global row g (binary search).
+__device__ __forceinline__ uint32_t SegmentOf(const Fp8RowSegment* seg, uint32_t n, uint64_t g) {
   uint32_t lo = 0, hi = n - 1;
   while (lo < hi) {
     const uint32_t mid = (lo + hi + 1) / 2;
     if (seg[mid].first_row <= g) lo = mid; else hi = mid - 1;
   }
-  return reinterpret_cast<const uint8_t*>(seg[lo].src) + (g - seg[lo].first_row) * seg[lo].row_stride;
+  return lo;
+}
+
+__device__ __forceinline__ const uint8_t* RowAddress(const Fp8RowSegment& seg, uint64_t g) {
+  return reinterpret_cast<const uint8_t*>(seg.src) + (g - seg.first_row) * seg.row_stride;
 }
 
 // grid.x = column blocks, grid.y = units (bands) in [row_begin, row_end).
@@ -93,26 +98,38 @@ __global__ void __launch_bounds__(kThreads, 2) Fp8QuantizeKernel(Fp8QuantizePara
 #pragma unroll
   for (int i = 0; i < kRowsPerThread; ++i) {
     const uint64_t r = warp + i * kWarps;
-    const uint8_t* row = r < nrows ? RowAddress(p.segments, p.num_segments, b * R + r0 + r) : nullptr;
+    const uint32_t s = r < nrows ? SegmentOf(p.segments, p.num_segments, b * R + r0 + r) : 0;
+    const uint8_t* row = r < nrows ? RowAddress(p.segments[s], b * R + r0 + r) : nullptr;
 #pragma unroll
     for (int j = 0; j < kColsPerLane; ++j) {
       const uint64_t c = static_cast<uint64_t>(lane) * kColsPerLane + j;
       v[i][j] = 0.0f;
       if (row != nullptr && c < ncols) {
-        v[i][j] = LoadElement(row + (c0 + c) * es, p.src_type);
-        amax = fmaxf(amax, fabsf(v[i][j]));
+        const uint8_t* at = row + (c0 + c) * es;
+        v[i][j] = LoadElement(at, p.src_type);
+        amax = MaxPropagatingNaN(amax, fabsf(v[i][j]));
+        // Widening keeps inf and NaN, so the class of the f32 is the source's.
+        const FiniteClass k = p.guard != nullptr ? ClassifyFloat(v[i][j]) : FiniteClass::kFinite;
+        if (k != FiniteClass::kFinite) [[unlikely]] {
+          const Fp8RowSegment& seg = p.segments[s];
+          const uint64_t index = (reinterpret_cast<uint64_t>(at) - seg.guard_base) / es;
+          atomicMin(p.guard + seg.guard_slot,
+                    static_cast<unsigned long long>(EncodeFinding(index, k)));
+        }
       }
     }
   }
   // Block amax.
 #pragma unroll
-  for (int off = 16; off > 0; off /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  for (int off = 16; off > 0; off /= 2) {
+    amax = MaxPropagatingNaN(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+  }
   __shared__ float warp_amax[kWarps];
   if (lane == 0) warp_amax[warp] = amax;
   __syncthreads();
   amax = warp_amax[0];
 #pragma unroll
-  for (int w = 1; w < kWarps; ++w) amax = fmaxf(amax, warp_amax[w]);
+  for (int w = 1; w < kWarps; ++w) amax = MaxPropagatingNaN(amax, warp_amax[w]);
   const float scale = BlockScale(amax, p.scale_rule, p.power_of_two);
 
   const uint64_t col_blocks = (C + kBlock - 1) / kBlock;

@@ -25,6 +25,12 @@ struct Fp8RowSegment {
   uint64_t row_stride = 0;   // bytes between rows in the source
   uint64_t first_row = 0;    // global row (matrix b's row r is b * q_rows + r)
   uint64_t rows = 0;
+  // The non-finite guard (Fp8QuantizeParams::guard): address of element 0 of
+  // the source this run reads, so an element's flat index is
+  // (address - guard_base) / element size, and the guard word it goes to.
+  uint64_t guard_base = 0;
+  uint32_t guard_slot = 0;
+  uint32_t reserved = 0;
 };
 
 // Source element types the kernel reads (values of common/dtype.h's DType).
@@ -47,10 +53,16 @@ struct Fp8QuantizeParams {
   // the bands those rows span, ceil(q_cols/128) per band, bands in order.
   uint8_t* dst_q = nullptr;
   float* dst_scales = nullptr;
+  // Optional (device): the non-finite guard words, one per guard_slot
+  // (kernels/finite_bits.h findings; set to kNoFinding before the launch).
+  // Every non-NaN/inf element read lowers its slot's word to its finding
+  // (atomicMin). Null: not checked.
+  unsigned long long* guard = nullptr;
 };
 
 // Enqueues one kernel (one 256-thread block per 128x128 block, a single pass
-// over the input: amax, scale and encode from registers). Returns
+// over the input: amax, scale, the non-finite guard and encode from
+// registers). Returns
 // cudaErrorInvalidValue before enqueuing anything when the parameters are
 // inconsistent (row range not band aligned, empty segments, unknown type,
 // no outputs).

@@ -42,11 +42,11 @@ float DecodeE4M3(uint8_t code) {
 }
 
 float Fp8BlockScale(float amax, const Fp8Options& o) {
-  if (std::isnan(amax)) amax = 0.0f;  // amax ignores NaNs; an all-NaN block
+  if (std::isnan(amax)) return CanonicalNaN();
+  // amax = inf gives scale = inf under either rule.
   float scale = o.rule == Fp8ScaleRule::kAmaxClamp ? std::max(amax, 1e-4f) / kE4M3Max
                                                    : std::max(amax / kE4M3Max, 1e-12f);
-  if (std::isinf(scale)) scale = std::numeric_limits<float>::max() / kE4M3Max;
-  if (o.power_of_two) {
+  if (o.power_of_two && std::isfinite(scale)) {
     int k = 0;
     const float f = std::frexp(scale, &k);  // scale = f * 2^k
     scale = f == 0.5f ? scale : std::ldexp(1.0f, k);
@@ -93,7 +93,7 @@ void QuantizeRows(const float* values, uint64_t row_begin, uint64_t row_end, uin
         const float* row = values + (r - row_begin) * cols;
         for (uint64_t c = c0; c < c1; ++c) {
           const float a = std::fabs(row[c]);
-          amax = a > amax ? a : amax;  // a NaN compares false: ignored
+          amax = MaxPropagatingNaN(a, amax);
         }
       }
       const float scale = Fp8BlockScale(amax, options);
@@ -102,7 +102,10 @@ void QuantizeRows(const float* values, uint64_t row_begin, uint64_t row_end, uin
       for (uint64_t r = band; r < band_end; ++r) {
         const float* row = values + (r - row_begin) * cols;
         uint8_t* out = q + (r - row_begin) * cols;
-        for (uint64_t c = c0; c < c1; ++c) out[c] = EncodeE4M3(row[c] / scale);
+        for (uint64_t c = c0; c < c1; ++c) {
+          const float x = row[c] / scale;
+          out[c] = std::isnan(x) ? static_cast<uint8_t>(0x7F | SignByte(row[c])) : EncodeE4M3(x);
+        }
       }
     }
   }

@@ -14,13 +14,24 @@
 //              mantissa bits; the result is the same.)
 // This equals ml_dtypes' float8_e4m3fn cast of the clamped value.
 //
-// Block scale (Fp8BlockScale) from the block's amax (max |x| in fp32,
-// NaNs ignored):
+// Block scale (Fp8BlockScale) from the block's amax (max |x| in fp32; a NaN
+// anywhere in the block makes it NaN, as torch's amax does):
 //   kAmaxClamp:  scale = max(amax, 1e-4) / 448
 //   kScaleClamp: scale = max(amax / 448, 1e-12)
 //   power_of_two: scale = 2^ceil(log2(scale)), exactly
 // Quantized value: EncodeE4M3(x / scale) (a true division, not a reciprocal
 // multiply). Dequantized: DecodeE4M3(q) * scale.
+//
+// Non-finite input (only packed when the sender's allow_non_finite is on;
+// by default the version is refused, kernels/finite_guard.h), as the
+// reference quantizer (torch: amax, clamp, x / scale, cast) gives it:
+//   a block holding +-inf and no NaN: amax = inf, scale = +inf; a finite x
+//     gives x / inf = +-0 (0x00 / 0x80), +-inf gives inf / inf = NaN;
+//   a block holding a NaN: amax = NaN, scale = NaN (0x7FC00000), every code
+//     NaN (x / NaN).
+// A NaN quotient is coded 0x7F with the sign of x (0xFF for a negative x):
+// the sign of the NaN a division makes is the hardware's (x86: negative,
+// CUDA: positive), so the reference leaves it open and this fixes it.
 #ifndef WEIGHTCAST_KERNELS_FP8_REFERENCE_H_
 #define WEIGHTCAST_KERNELS_FP8_REFERENCE_H_
 

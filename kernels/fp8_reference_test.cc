@@ -100,6 +100,83 @@ TEST(Fp8ReferenceTest, ScaleRules) {
   EXPECT_EQ(Fp8BlockScale(100.0f, pow2), 0.25f);   // 100/448 = 0.223 -> 2^-2
 }
 
+uint32_t Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// Non-finite input (the sender's allow_non_finite): a block holding +-inf
+// gets scale +inf, its finite values +-0 and its infinities NaN; a block
+// holding a NaN gets the NaN scale 0x7FC00000 and NaN codes, each with the
+// sign of its input.
+TEST(Fp8ReferenceTest, NonFiniteBlocksFollowTheReferenceQuantizer) {
+  for (const Fp8Options& o :
+       {Fp8Options{.rule = Fp8ScaleRule::kAmaxClamp}, Fp8Options{.rule = Fp8ScaleRule::kScaleClamp},
+        Fp8Options{.rule = Fp8ScaleRule::kAmaxClamp, .power_of_two = true}}) {
+    // One [2, 130] matrix: block 0 holds +inf (and -0), block 1 (2 columns) a NaN.
+    std::vector<float> w(2 * 130, 1.5f);
+    w[3] = INFINITY;
+    w[130 + 4] = -0.0f;
+    w[130 + 5] = -2.0f;
+    w[129] = -NAN;
+    std::vector<uint8_t> q(w.size());
+    float scales[2];
+    QuantizeRows(w.data(), 0, 2, 130, o, q.data(), scales);
+    EXPECT_EQ(Bits(scales[0]), 0x7F800000u);
+    EXPECT_EQ(Bits(scales[1]), 0x7FC00000u);
+    for (int c = 0; c < 128; ++c) {
+      EXPECT_EQ(q[c], c == 3 ? 0x7F : 0x00) << c;                  // inf / inf, 1.5 / inf
+      EXPECT_EQ(q[130 + c], c == 4 || c == 5 ? 0x80 : 0x00) << c;  // -0, -2 / inf
+    }
+    EXPECT_EQ(q[128], 0x7F);  // 1.5 / NaN
+    EXPECT_EQ(q[129], 0xFF);  // -NaN keeps its sign
+    EXPECT_EQ(q[130 + 128], 0x7F);
+    EXPECT_EQ(q[130 + 129], 0x7F);
+  }
+  EXPECT_EQ(Bits(Fp8BlockScale(NAN, Fp8Options{})), 0x7FC00000u);
+  EXPECT_EQ(Bits(Fp8BlockScale(-NAN, Fp8Options{.power_of_two = true})), 0x7FC00000u);
+  EXPECT_EQ(Fp8BlockScale(INFINITY, Fp8Options{.rule = Fp8ScaleRule::kScaleClamp}), INFINITY);
+  EXPECT_EQ(Fp8BlockScale(INFINITY, Fp8Options{.power_of_two = true}), INFINITY);
+}
+
+// The same against torch itself, live where it is installed: scales bit for
+// bit, codes bit for bit but for the sign of NaN codes (torch's comes from
+// the hardware's division; ours is the input's).
+TEST(Fp8ReferenceTest, NonFiniteBlocksMatchTorchLive) {
+  WC_REQUIRE_PYTHON("torch, numpy");
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string out = std::string(tmp ? tmp : "/tmp") + "/torch_nonfinite.bin";
+  ASSERT_EQ(testing::RunPython("tests/golden/fp8/torch_nonfinite_blocks.py " + out), 0);
+  std::ifstream in(out, std::ios::binary);
+  constexpr int kN = 128 * 128;
+  int cases = 0;
+  uint32_t rule;
+  while (in.read(reinterpret_cast<char*>(&rule), 4)) {
+    std::vector<float> x(kN);
+    float want_scale;
+    std::vector<uint8_t> want(kN);
+    ASSERT_TRUE(in.read(reinterpret_cast<char*>(x.data()), kN * 4));
+    ASSERT_TRUE(in.read(reinterpret_cast<char*>(&want_scale), 4));
+    ASSERT_TRUE(in.read(reinterpret_cast<char*>(want.data()), kN));
+    std::vector<uint8_t> q(kN);
+    float scale;
+    QuantizeRows(x.data(), 0, 128, 128, Fp8Options{.rule = static_cast<Fp8ScaleRule>(rule)},
+                 q.data(), &scale);
+    EXPECT_EQ(Bits(scale), Bits(want_scale)) << "case " << cases;
+    for (int i = 0; i < kN; ++i) {
+      const bool nan = (want[i] & 0x7F) == 0x7F;
+      ASSERT_EQ(nan ? (q[i] & 0x7F) : q[i], nan ? 0x7F : want[i])
+          << "case " << cases << " element " << i << " input " << x[i];
+      if (nan) {
+        ASSERT_EQ(q[i] & 0x80, Bits(x[i]) >> 24 & 0x80) << "case " << cases << " " << i;
+      }
+    }
+    ++cases;
+  }
+  EXPECT_EQ(cases, 16);
+}
+
 TEST(Fp8ReferenceTest, QuantizedBlocksDequantizeWithinTheBound) {
   std::mt19937 rng(5);
   std::normal_distribution<float> n(0, 1);

@@ -6,7 +6,8 @@ namespace weightcast {
 
 absl::Status BuildFp8Launch(const OutputTensor& out, uint64_t byte_offset, uint64_t bytes,
                             std::span<const uint64_t> source_addrs, uint64_t bucket,
-                            uint64_t bucket_offset, Fp8Launch* launch) {
+                            uint64_t bucket_offset, Fp8Launch* launch,
+                            std::span<const uint32_t> guard_slots) {
   const std::string& name = out.spec.name;
   if (out.quant == QuantKind::kNone) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is not FP8"));
@@ -61,7 +62,8 @@ absl::Status BuildFp8Launch(const OutputTensor& out, uint64_t byte_offset, uint6
       return absl::UnimplementedError(absl::StrCat(
           "tensor '", name, "' piece ", pi, ": GPU FP8 needs untransposed whole-row pieces"));
     }
-    if (p.source >= source_addrs.size()) {
+    if (p.source >= source_addrs.size() ||
+        (!guard_slots.empty() && p.source >= guard_slots.size())) {
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", name, "' piece ", pi, ": source ", p.source, " not given"));
     }
@@ -75,7 +77,9 @@ absl::Status BuildFp8Launch(const OutputTensor& out, uint64_t byte_offset, uint6
           .src = source_addrs[p.source] + p.src_offset * es + (lo - first_row) * stride,
           .row_stride = stride,
           .first_row = lo,
-          .rows = hi - lo});
+          .rows = hi - lo,
+          .guard_base = source_addrs[p.source],
+          .guard_slot = guard_slots.empty() ? 0 : guard_slots[p.source]});
     }
     elem += n;
   }

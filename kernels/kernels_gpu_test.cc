@@ -67,12 +67,28 @@ DeviceSources Upload(const std::vector<std::vector<std::byte>>& data, size_t mis
   return d;
 }
 
-cudaError_t RunTable(const std::vector<CopyEntry>& table) {
+cudaError_t RunTable(const std::vector<CopyEntry>& table,
+                     unsigned long long* guard = nullptr) {
   DeviceBuffer scratch(CopyTableScratchBytes(table.size()));
-  const cudaError_t e = LaunchCopyTable(table.data(), table.size(), scratch.get(), nullptr);
+  const cudaError_t e = LaunchCopyTable(table.data(), table.size(), scratch.get(), nullptr, guard);
   if (e != cudaSuccess) return e;
   return cudaDeviceSynchronize();
 }
+
+// Device guard words, one per slot, set to kNoFinding.
+struct DeviceGuard {
+  explicit DeviceGuard(size_t n) : n(n), buf(n * 8) {
+    EXPECT_EQ(cudaMemset(buf.get(), 0xFF, n * 8), cudaSuccess);
+  }
+  unsigned long long* get() const { return reinterpret_cast<unsigned long long*>(buf.get()); }
+  std::vector<uint64_t> ToHostWords() const {
+    std::vector<uint64_t> w(n);
+    EXPECT_EQ(cudaMemcpy(w.data(), buf.get(), n * 8, cudaMemcpyDeviceToHost), cudaSuccess);
+    return w;
+  }
+  size_t n;
+  DeviceBuffer buf;
+};
 
 class PackGpuTest : public ::testing::TestWithParam<testing::Layout> {};
 
@@ -96,6 +112,27 @@ TEST_P(PackGpuTest, PackEqualsCpuTwinForOddRangesAndAlignments) {
       ASSERT_CUDA(RunTable(table));
       ASSERT_EQ(ToHost(bucket.get(), expect.size()), expect)
           << l.label << " misalign " << misalign << " range " << off << "+" << len;
+      // The guard, folded into the copy: the same bytes, and per source the
+      // lowest non-finite index the CPU packer's guard finds (random bytes
+      // hold NaN / inf patterns).
+      FiniteGuard cpu;
+      ASSERT_TRUE(PackOutputRange(l.out, hs, off, len, expect.data() + bucket_offset, &cpu).ok());
+      std::vector<uint32_t> slots(data.size());
+      for (uint32_t i = 0; i < slots.size(); ++i) slots[i] = i;
+      std::vector<CopyEntry> guarded;
+      ASSERT_TRUE(BuildPackTable(l.out, off, len, src.addrs, bucket.addr(), bucket_offset,
+                                 &guarded, slots)
+                      .ok());
+      DeviceGuard words(slots.size());
+      ASSERT_CUDA(cudaMemset(bucket.get(), 0x5A, expect.size()));
+      ASSERT_CUDA(RunTable(guarded, words.get()));
+      ASSERT_EQ(ToHost(bucket.get(), expect.size()), expect) << l.label << " guarded";
+      const std::vector<uint64_t> got_words = words.ToHostWords();
+      for (uint32_t i = 0; i < slots.size(); ++i) {
+        ASSERT_EQ(got_words[i], cpu.FindingOf(i))
+            << l.label << " source " << i << " misalign " << misalign << " range " << off << "+"
+            << len;
+      }
     }
   }
 }
@@ -267,17 +304,26 @@ TEST_P(Fp8GpuTest, WeightsAndScalesEqualCpuReference) {
     const uint64_t total = out.spec.ByteSize();
     std::vector<std::byte> expect(total);
     HostSource hs{src, raw.data()};
-    ASSERT_TRUE(PackOutputRange(out, {&hs, 1}, 0, total, expect.data()).ok());
+    FiniteGuard cpu_guard;
+    ASSERT_TRUE(PackOutputRange(out, {&hs, 1}, 0, total, expect.data(), &cpu_guard).ok());
     DeviceSources dsrc = Upload({raw}, 0);
     DeviceBuffer bucket(total + 64);
     ASSERT_CUDA(cudaMemset(bucket.get(), 0xA5, total + 64));
     Fp8Launch launch;
-    ASSERT_TRUE(BuildFp8Launch(out, 0, total, dsrc.addrs, bucket.addr(), 64, &launch).ok());
+    const uint32_t slot[1] = {0};
+    ASSERT_TRUE(BuildFp8Launch(out, 0, total, dsrc.addrs, bucket.addr(), 64, &launch, slot).ok());
     DeviceBuffer segs(launch.segments.size() * sizeof(Fp8RowSegment));
     ASSERT_CUDA(cudaMemcpy(segs.get(), launch.segments.data(), segs.bytes(), cudaMemcpyHostToDevice));
     launch.params.segments = reinterpret_cast<const Fp8RowSegment*>(segs.get());
+    DeviceGuard guard(1);
+    launch.params.guard = guard.get();
     ASSERT_CUDA(LaunchFp8Quantize(launch.params, nullptr));
     ASSERT_CUDA(cudaDeviceSynchronize());
+    // The guard in the FP8 loop finds the CPU packer's lowest non-finite element.
+    EXPECT_EQ(guard.ToHostWords()[0], cpu_guard.FindingOf(0)) << c.label;
+    if (c.edges) {
+      EXPECT_TRUE(cpu_guard.found()) << c.label;
+    }
     const std::vector<std::byte> got = ToHost(bucket.get() + 64, total);
     for (uint64_t i = 0; i < total; ++i) {
       if (got[i] != expect[i]) {
@@ -287,6 +333,61 @@ TEST_P(Fp8GpuTest, WeightsAndScalesEqualCpuReference) {
                << elem << ", input " << (kind == QuantKind::kFp8Weight ? LoadAsFloat(c.dtype, raw.data(), elem) : 0.0f)
                << ")";
       }
+    }
+  }
+}
+
+// Non-finite blocks (what the sender packs with allow_non_finite): a block
+// with +inf gets scale +inf, a block with a NaN (one, or all) the NaN scale
+// 0x7FC00000, codes as the CPU twin's, bit for bit.
+TEST(Fp8GpuNonFiniteTest, InfAndNanBlocksEqualCpuReference) {
+  WC_SKIP_WITHOUT_GPU();
+  const uint64_t R = 256, C = 256;
+  std::vector<float> v(R * C);
+  for (uint64_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i % 37) - 18.0f;
+  v[3 * C + 5] = INFINITY;                                            // block (0, 0)
+  v[7 * C + 130] = -std::numeric_limits<float>::quiet_NaN();          // block (0, 1)
+  for (uint64_t r = 128; r < 256; ++r) {
+    for (uint64_t c = 0; c < 128; ++c) v[r * C + c] = std::numeric_limits<float>::quiet_NaN();
+  }                                                                   // block (1, 0): all NaN
+  v[200 * C + 200] = -INFINITY;                                       // block (1, 1)
+  std::vector<std::byte> raw(v.size() * 2);
+  for (uint64_t i = 0; i < v.size(); ++i) {
+    const uint16_t b = FloatToBf16Bits(v[i]);
+    std::memcpy(raw.data() + 2 * i, &b, 2);
+  }
+  const TensorSpec src = testing::Spec("w", DType::kBF16, {256, 256});
+  std::vector<float> want_scales(4);
+  for (QuantKind kind : {QuantKind::kFp8Weight, QuantKind::kFp8Scale}) {
+    OutputTensor out = CopyOf(src, 0);
+    out.quant = kind;
+    out.q_batch = 1, out.q_rows = R, out.q_cols = C;
+    out.spec = kind == QuantKind::kFp8Weight ? testing::Spec("w", DType::kF8E4M3, {256, 256})
+                                             : testing::Spec("w_scale_inv", DType::kF32, {2, 2});
+    const uint64_t total = out.spec.ByteSize();
+    std::vector<std::byte> expect(total);
+    HostSource hs{src, raw.data()};
+    ASSERT_TRUE(PackOutputRange(out, {&hs, 1}, 0, total, expect.data()).ok());
+    if (kind == QuantKind::kFp8Scale) {
+      uint32_t bits[4];
+      std::memcpy(bits, expect.data(), 16);
+      EXPECT_EQ(bits[0], 0x7F800000u);  // inf
+      EXPECT_EQ(bits[1], 0x7FC00000u);  // one NaN
+      EXPECT_EQ(bits[2], 0x7FC00000u);  // all NaN
+      EXPECT_EQ(bits[3], 0x7F800000u);  // -inf
+    }
+    DeviceSources dsrc = Upload({raw}, 0);
+    DeviceBuffer bucket(total);
+    Fp8Launch launch;
+    ASSERT_TRUE(BuildFp8Launch(out, 0, total, dsrc.addrs, bucket.addr(), 0, &launch).ok());
+    DeviceBuffer segs(launch.segments.size() * sizeof(Fp8RowSegment));
+    ASSERT_CUDA(cudaMemcpy(segs.get(), launch.segments.data(), segs.bytes(), cudaMemcpyHostToDevice));
+    launch.params.segments = reinterpret_cast<const Fp8RowSegment*>(segs.get());
+    ASSERT_CUDA(LaunchFp8Quantize(launch.params, nullptr));
+    ASSERT_CUDA(cudaDeviceSynchronize());
+    const std::vector<std::byte> got = ToHost(bucket.get(), total);
+    for (uint64_t i = 0; i < total; ++i) {
+      ASSERT_EQ(got[i], expect[i]) << (kind == QuantKind::kFp8Weight ? "code " : "scale byte ") << i;
     }
   }
 }

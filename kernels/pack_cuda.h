@@ -25,11 +25,17 @@ namespace weightcast {
 // passes the kernel. Rows are moved with 16-byte accesses where source and
 // destination share their alignment mod 16 (8/4/2/1 bytes otherwise);
 // transposed entries go through 32x32 shared-memory tiles.
+// `guard` (device, optional): the non-finite guard words the entries'
+// guard_slot index (kernels/copy_table.h), each set to kNoFinding by the
+// caller; entries with a guard_type are checked in registers as they are
+// copied and lower their word with atomicMin. Null: nothing is checked.
 // Returns cudaErrorInvalidValue (before enqueuing anything) for a null
-// scratch, an element size other than 1/2/4/8, or a null address in a
-// non-empty entry; else the first CUDA error.
+// scratch, an element size other than 1/2/4/8, a null address in a
+// non-empty entry, or a guarded entry whose element size is not its type's;
+// else the first CUDA error.
 [[nodiscard]] cudaError_t LaunchCopyTable(const CopyEntry* entries, size_t n, void* scratch,
-                                          cudaStream_t stream);
+                                          cudaStream_t stream,
+                                          unsigned long long* guard = nullptr);
 
 }  // namespace weightcast
 

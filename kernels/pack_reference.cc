@@ -8,10 +8,23 @@
 #include "kernels/fp8_reference.h"
 
 namespace weightcast {
+namespace {
+
+void CopyRun(std::byte* d, const std::byte* s, uint64_t elems, size_t es, FiniteGuard* guard,
+             GuardType type, uint32_t source, uint64_t first_index) {
+  if (guard == nullptr || type == GuardType::kNone) {
+    std::memcpy(d, s, elems * es);
+    return;
+  }
+  guard->CopyRun(source, type, d, s, first_index, elems);
+}
+
+}  // namespace
 
 void GatherElements(const OutputTensor& out, std::span<const HostSource> sources, uint64_t begin,
-                    uint64_t end, std::byte* dst) {
+                    uint64_t end, std::byte* dst, FiniteGuard* guard) {
   const size_t es = DTypeSize(out.source_dtype);
+  const GuardType type = GuardTypeOf(out.source_dtype);
   uint64_t piece_start = 0;  // element index of the current piece's first element
   for (const Piece& p : out.pieces) {
     const uint64_t n = p.NumElements();
@@ -25,7 +38,8 @@ void GatherElements(const OutputTensor& out, std::span<const HostSource> sources
         for (uint64_t k = lo - piece_start; k < hi - piece_start;) {
           const uint64_t r = k / p.cols, c = k % p.cols;
           const uint64_t run = std::min(p.cols - c, hi - piece_start - k);
-          std::memcpy(d, src + (p.src_offset + r * p.src_row_stride + c) * es, run * es);
+          const uint64_t at = p.src_offset + r * p.src_row_stride + c;
+          CopyRun(d, src + at * es, run, es, guard, type, p.source, at);
           d += run * es;
           k += run;
         }
@@ -33,7 +47,9 @@ void GatherElements(const OutputTensor& out, std::span<const HostSource> sources
         // Output [cols, rows]: element k is src row k % rows, column k / rows.
         for (uint64_t k = lo - piece_start; k < hi - piece_start; ++k) {
           const uint64_t c = k / p.rows, r = k % p.rows;
-          std::memcpy(d, src + (p.src_offset + r * p.src_row_stride + c) * es, es);
+          const uint64_t at = p.src_offset + r * p.src_row_stride + c;
+          std::memcpy(d, src + at * es, es);
+          if (guard != nullptr) guard->ScanRun(p.source, type, src + at * es, at, 1);
           d += es;
         }
       }
@@ -44,7 +60,8 @@ void GatherElements(const OutputTensor& out, std::span<const HostSource> sources
 }
 
 absl::Status PackOutputRange(const OutputTensor& out, std::span<const HostSource> sources,
-                             uint64_t byte_offset, uint64_t bytes, std::byte* dst) {
+                             uint64_t byte_offset, uint64_t bytes, std::byte* dst,
+                             FiniteGuard* guard) {
   const uint64_t total = out.spec.ByteSize();
   if (byte_offset > total || bytes > total - byte_offset) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", out.spec.name, "': range [",
@@ -57,7 +74,8 @@ absl::Status PackOutputRange(const OutputTensor& out, std::span<const HostSource
       return absl::InvalidArgumentError(
           absl::StrCat("tensor '", out.spec.name, "': range not element aligned"));
     }
-    GatherElements(out, sources, byte_offset / out_es, (byte_offset + bytes) / out_es, dst);
+    GatherElements(out, sources, byte_offset / out_es, (byte_offset + bytes) / out_es, dst,
+                   guard);
     return absl::OkStatus();
   }
   const uint64_t unit = out.SplitUnitBytes();
@@ -86,7 +104,7 @@ absl::Status PackOutputRange(const OutputTensor& out, std::span<const HostSource
     const uint64_t r1 = R % kFp8Block == 0 ? std::min(R, r0 + kFp8Block) : R;
     const uint64_t e0 = b * R * C + r0 * C, e1 = b * R * C + r1 * C;
     raw.resize((e1 - e0) * DTypeSize(out.source_dtype));
-    GatherElements(out, sources, e0, e1, raw.data());
+    GatherElements(out, sources, e0, e1, raw.data(), guard);
     values.resize(e1 - e0);
     for (uint64_t i = 0; i < e1 - e0; ++i) values[i] = LoadAsFloat(out.source_dtype, raw.data(), i);
     const uint64_t unit_bands = (r1 - r0 + kFp8Block - 1) / kFp8Block;

@@ -5,13 +5,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/finite_guard.h"
 
 namespace weightcast {
 
 absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint64_t bytes,
                             std::span<const uint64_t> source_addrs, uint64_t bucket,
-                            uint64_t bucket_offset, std::vector<CopyEntry>* table) {
+                            uint64_t bucket_offset, std::vector<CopyEntry>* table,
+                            std::span<const uint32_t> guard_slots) {
   const std::string& name = out.spec.name;
+  const GuardType guard_type = guard_slots.empty() ? GuardType::kNone : GuardTypeOf(out.source_dtype);
   if (out.quant != QuantKind::kNone) {
     return absl::UnimplementedError(
         absl::StrCat("tensor '", name, "': FP8 outputs are packed by the FP8 kernel"));
@@ -35,7 +38,8 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
     const uint64_t lo = std::max(begin, piece_start), hi = std::min(end, piece_start + n);
     piece_start += n;
     if (lo >= hi) continue;
-    if (p.source >= source_addrs.size()) {
+    if (p.source >= source_addrs.size() ||
+        (guard_type != GuardType::kNone && p.source >= guard_slots.size())) {
       return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' piece ", pi,
                                                      ": source ", p.source, " not given"));
     }
@@ -49,6 +53,11 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
       CopyEntry e;
       e.elem_size = static_cast<uint32_t>(es);
       e.dst = dst;
+      if (guard_type != GuardType::kNone) {
+        e.guard_base = source_addrs[p.source];
+        e.guard_type = static_cast<uint32_t>(guard_type);
+        e.guard_slot = guard_slots[p.source];
+      }
       if (!p.transpose) {
         e.src = base + o * stride + i0 * es;
         e.rows = outer_count;
@@ -160,13 +169,30 @@ uint64_t TotalTiles(std::span<const CopyEntry> table) {
   return n;
 }
 
-void ExecuteCopyTableOnHost(std::span<const CopyEntry> table) {
+namespace {
+
+// The guard's check of `n` elements at `p` (host twin of the kernel's).
+void GuardElements(const CopyEntry& e, const std::byte* p, uint64_t n, uint64_t* guard) {
+  const NonFiniteLanes l = LanesOf(static_cast<GuardType>(e.guard_type));
+  if (guard == nullptr || l.bytes == 0 || l.bytes != e.elem_size) return;
+  for (uint64_t k = 0; k < n; ++k) {
+    const FiniteClass c = ClassifyElement(LoadElementBits(p + k * l.bytes, l.bytes), l);
+    if (c == FiniteClass::kFinite) continue;
+    const uint64_t index = (reinterpret_cast<uint64_t>(p + k * l.bytes) - e.guard_base) / l.bytes;
+    guard[e.guard_slot] = std::min(guard[e.guard_slot], EncodeFinding(index, c));
+  }
+}
+
+}  // namespace
+
+void ExecuteCopyTableOnHost(std::span<const CopyEntry> table, uint64_t* guard) {
   for (const CopyEntry& e : table) {
     const auto* src = reinterpret_cast<const std::byte*>(e.src);
     auto* dst = reinterpret_cast<std::byte*>(e.dst);
     if (!e.transpose) {  // whole rows at once
       for (uint64_t r = 0; r < e.rows; ++r) {
         std::memcpy(dst + r * e.dst_row_stride, src + r * e.src_row_stride, e.cols * e.elem_size);
+        GuardElements(e, src + r * e.src_row_stride, e.cols, guard);
       }
       continue;
     }
@@ -174,6 +200,7 @@ void ExecuteCopyTableOnHost(std::span<const CopyEntry> table) {
       for (uint64_t c = 0; c < e.cols; ++c) {
         const uint64_t d = c * e.dst_row_stride + r * e.elem_size;
         std::memcpy(dst + d, src + r * e.src_row_stride + c * e.elem_size, e.elem_size);
+        GuardElements(e, src + r * e.src_row_stride + c * e.elem_size, 1, guard);
       }
     }
   }

@@ -24,10 +24,13 @@ namespace weightcast {
 // rectangle. INVALID_ARGUMENT (naming the tensor) when the range is outside
 // the tensor or not element aligned, or a piece names a missing source;
 // UNIMPLEMENTED for FP8 outputs (those go through kernels/fp8_cuda.h).
+// `guard_slots[i]`, when given, is the non-finite guard word of source i:
+// the entries of floating-point outputs then carry the guard (copy_table.h).
 [[nodiscard]] absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset,
                                           uint64_t bytes, std::span<const uint64_t> source_addrs,
                                           uint64_t bucket, uint64_t bucket_offset,
-                                          std::vector<CopyEntry>* table);
+                                          std::vector<CopyEntry>* table,
+                                          std::span<const uint32_t> guard_slots = {});
 
 // The receiver's assembly of an output from sources that arrive one by one
 // (vLLM's w13 from per-expert gate and up, in whichever buckets they came):
@@ -62,8 +65,9 @@ namespace weightcast {
 [[nodiscard]] uint64_t TotalTiles(std::span<const CopyEntry> table);
 
 // Runs a table on the CPU, with host addresses. The test oracle for the
-// kernel's semantics and for the builder.
-void ExecuteCopyTableOnHost(std::span<const CopyEntry> table);
+// kernel's semantics (the guard included: `guard` holds the words the
+// entries' guard_slot index, as the kernel's) and for the builder.
+void ExecuteCopyTableOnHost(std::span<const CopyEntry> table, uint64_t* guard = nullptr);
 
 }  // namespace weightcast
 

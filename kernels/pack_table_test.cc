@@ -44,6 +44,44 @@ TEST_P(PackTableTest, TableOnHostEqualsPackOutputRange) {
   }
 }
 
+// The guard of the table (the kernel's semantics, on the CPU) finds what the
+// CPU packer's finds: per source, the lowest non-finite index read. Random
+// bytes hold NaN and +-inf patterns at 1/256 of float elements.
+TEST_P(PackTableTest, TableGuardFindsWhatThePackerGuardFinds) {
+  const Layout& l = GetParam();
+  auto data = RandomSources(l, 11);
+  std::vector<HostSource> hs;
+  for (size_t i = 0; i < data.size(); ++i) hs.push_back(HostSource{l.sources[i], data[i].data()});
+  const std::vector<uint64_t> addrs = Addrs(data);
+  std::vector<uint32_t> slots(data.size());
+  for (uint32_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<uint32_t>(slots.size()) - 1 - i;
+  const bool checked = GuardTypeOf(l.out.source_dtype) != GuardType::kNone;
+  int found = 0;
+  for (auto [off, len] : testing::OddRanges(l.out)) {
+    std::vector<std::byte> expect(len), got(len);
+    FiniteGuard cpu;
+    ASSERT_TRUE(PackOutputRange(l.out, hs, off, len, expect.data(), &cpu).ok());
+    std::vector<CopyEntry> table;
+    ASSERT_TRUE(BuildPackTable(l.out, off, len, addrs, reinterpret_cast<uint64_t>(got.data()), 0,
+                               &table, slots)
+                    .ok());
+    std::vector<uint64_t> words(slots.size(), kNoFinding);
+    ExecuteCopyTableOnHost(table, words.data());
+    ASSERT_EQ(expect, got);
+    for (uint32_t i = 0; i < slots.size(); ++i) {
+      EXPECT_EQ(words[slots[i]], cpu.FindingOf(i)) << l.label << " source " << i << " range "
+                                                   << off << "+" << len;
+      found += cpu.FindingOf(i) != kNoFinding;
+    }
+    if (!checked) {
+      EXPECT_FALSE(cpu.found()) << l.label;
+    }
+  }
+  if (checked) {
+    EXPECT_GT(found, 0) << l.label;  // the test data did hold some
+  }
+}
+
 TEST_P(PackTableTest, PerSourceTablesInAnyOrderAssembleTheWholeOutput) {
   const Layout& l = GetParam();
   auto data = RandomSources(l, 5);

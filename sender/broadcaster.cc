@@ -265,6 +265,7 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
                      .packer = plane.packer,
                      .plan = &plan,
                      .config_json = config.sender_rank == 0 ? wire.config_json : "",
+                     .check_finite = !config.allow_non_finite,
                      .op_timeout = timeout,
                      .store = store.get()};
       absl::StatusOr<UpdateSummary> r = RunSenderUpdate(*transport, u, on_event);

@@ -49,6 +49,9 @@ struct BroadcasterConfig {
   std::string token;
   std::string data_host = "127.0.0.1";
   int cuda_device = 0;             // nccl: staging buffers, kernels, CUDA IPC sources
+  // Let NaN / +-inf source values through (off: such a version is refused,
+  // naming the tensor; kernels/finite_guard.h).
+  bool allow_non_finite = false;
 
   friend bool operator==(const BroadcasterConfig&, const BroadcasterConfig&) = default;
 };

@@ -26,6 +26,7 @@ BroadcasterConfig ConfigFromProto(const v1::InitBroadcasterRequest& req) {
   c.token = req.token();
   c.data_host = req.data_host();
   c.cuda_device = req.cuda_device();
+  c.allow_non_finite = req.allow_non_finite();
   return c;
 }
 

@@ -178,6 +178,80 @@ TEST_F(BroadcasterTest, Fp8UpdateMatchesTheCpuReference) {
   EXPECT_EQ(std::memcmp(c.tensors[w + "_scale_inv"].second.data(), scales.data(), 16), 0);
 }
 
+// The non-finite guard end to end in one process: a trainer's +inf makes the
+// update fail naming the tensor and element, the receiver aborts (keeps
+// version 1) and the group stays in step (same generation); with
+// allow_non_finite the same bytes commit.
+TEST_F(BroadcasterTest, NonFiniteSourceIsVotedDownAndAllowNonFiniteLetsItThrough) {
+  const std::string down = "model.layers.0.self_attn.o_proj.weight";
+  ShmFile f("nf.bin", {{"model.embed_tokens.weight", {100, 72}}, {down, {72, 40}},
+                       {"lm_head.weight", {1000, 72}}},
+            3);
+  Broadcaster b;
+  ASSERT_TRUE(b.Init(Config()).ok());
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  const std::string address = absl::StrCat("127.0.0.1:", b.rendezvous_port());
+  RendezvousKeyValueStore store(address, "t");
+  auto r = Receiver::Create({.rank = 1, .op_timeout = absl::Seconds(10)}, &store,
+                            MakeTransportFactory({.rendezvous_address = address, .token = "t"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  Collected c;
+  auto update = [&](uint64_t v, bool* committed) {
+    std::thread recv([&] {
+      CallbackSink sink(Collect(&c));
+      auto res = (*r)->ReceiveNext(sink, absl::Seconds(10));
+      ASSERT_TRUE(res.ok()) << res.status();
+      ASSERT_TRUE(res->has_value());
+      *committed = (*res)->committed;
+    });
+    absl::Status s = b.Update(v, [](const UpdateEvent&) {});
+    recv.join();
+    return s;
+  };
+  bool committed = false;
+  ASSERT_TRUE(update(1, &committed).ok());
+  ASSERT_TRUE(committed);
+  const uint64_t generation = b.GetStatus().generation;
+
+  // +inf at element 1234 of down_proj, in the trainer's file.
+  const uint64_t down_offset = 100 * 72 * 2;
+  {
+    std::fstream io(f.path, std::ios::binary | std::ios::in | std::ios::out);
+    const uint16_t inf = 0x7F80;
+    io.seekp(down_offset + 1234 * 2);
+    io.write(reinterpret_cast<const char*>(&inf), 2);
+  }
+  absl::Status refused = update(2, &committed);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("tensor '" + down + "': non-finite value (+inf) at element 1234"),
+            std::string::npos)
+      << refused;
+  EXPECT_FALSE(committed);
+  EXPECT_EQ(c.commits, 1);
+  EXPECT_EQ(c.aborts, 1);
+  EXPECT_EQ(b.GetStatus().last_committed_version, 1u);
+  EXPECT_EQ(b.GetStatus().generation, generation);  // nothing broke
+
+  // Version 2 again, the guard still on: refused again (the group in step).
+  EXPECT_EQ(update(2, &committed).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b.GetStatus().generation, generation);
+
+  const uint32_t port = b.rendezvous_port();
+  b.Abort();  // no update running: it only uninitialises
+  BroadcasterConfig allow = Config();
+  allow.allow_non_finite = true;
+  allow.port = port;
+  // A new rendezvous incarnation: the receiver follows it.
+  const auto init = b.Init(allow);
+  ASSERT_TRUE(init.ok()) << init.status();
+  ASSERT_TRUE(update(3, &committed).ok());
+  EXPECT_TRUE(committed);
+  const auto& got = c.tensors.at(down).second;
+  uint16_t v;
+  std::memcpy(&v, got.data() + 1234 * 2, 2);
+  EXPECT_EQ(v, 0x7F80);
+}
+
 TEST_F(BroadcasterTest, InitIsIdempotentValidatesAndAbortAllowsReinit) {
   Broadcaster b;
   BroadcasterConfig cfg = Config();

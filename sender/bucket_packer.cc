@@ -31,6 +31,8 @@ class HostBucketPacker final : public BucketPacker {
   absl::Status Pack(const PackInput& input, const Bucket& bucket, uint32_t global_index,
                     int i) override {
     std::byte* dst = slots_[i].data();
+    guard_.Clear();
+    FiniteGuard* guard = input.check_finite ? &guard_ : nullptr;
     uint64_t cursor = 0;
     for (const Segment& s : bucket.segments) {
       ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, input.outputs[s.tensor]));
@@ -41,7 +43,7 @@ class HostBucketPacker final : public BucketPacker {
       }
       // Zero the alignment padding so the checksum is deterministic.
       if (s.bucket_offset > cursor) std::memset(dst + cursor, 0, s.bucket_offset - cursor);
-      RETURN_IF_ERROR(PackSegmentOnHost(input, s, global_index, dst));
+      RETURN_IF_ERROR(PackSegmentOnHost(input, s, global_index, dst, guard));
       cursor = s.bucket_offset + s.bytes;
     }
     EncodeBucketTrailer(BucketTrailer{.checksum = BucketChecksum(dst, bucket.bytes),
@@ -49,12 +51,13 @@ class HostBucketPacker final : public BucketPacker {
                                       .bucket_index = global_index,
                                       .payload_bytes = bucket.bytes},
                         dst + bucket.bytes);
-    return absl::OkStatus();
+    return NonFiniteStatus(guard_, input, global_index);
   }
 
  private:
   std::vector<std::byte> slots_[2];
   std::vector<std::byte> scratch_;
+  FiniteGuard guard_;
 };
 
 }  // namespace
@@ -64,11 +67,18 @@ std::unique_ptr<BucketPacker> NewHostBucketPacker() {
 }
 
 absl::Status PackSegmentOnHost(const PackInput& input, const Segment& s, uint32_t global_index,
-                               std::byte* bucket_base) {
+                               std::byte* bucket_base, FiniteGuard* guard) {
   absl::Status st = PackOutputRange(input.outputs[s.tensor], input.sources, s.tensor_offset,
-                                    s.bytes, bucket_base + s.bucket_offset);
+                                    s.bytes, bucket_base + s.bucket_offset, guard);
   if (st.ok()) return st;
   return absl::Status(st.code(), absl::StrCat("packing bucket ", global_index, ": ", st.message()));
+}
+
+absl::Status NonFiniteStatus(const FiniteGuard& guard, const PackInput& input,
+                             uint32_t global_index) {
+  absl::Status st = guard.Report(input.sources);
+  if (st.ok()) return st;
+  return WithMessagePrefix(st, absl::StrCat("bucket ", global_index, ": "));
 }
 
 absl::StatusOr<SourcePlace> PlaceOfSources(const PackInput& input, const OutputTensor& out) {

@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/output_tensor.h"
+#include "kernels/finite_guard.h"
 #include "protocol/bucket_plan.h"
 
 namespace weightcast {
@@ -34,6 +35,10 @@ struct PackInput {
   std::span<const HostSource> sources;
   std::span<const uint8_t> on_device;
   uint64_t weight_version = 0;
+  // The non-finite guard (kernels/finite_guard.h): check every floating-point
+  // source element packed for NaN and +-inf. Off only with the group's
+  // allow_non_finite.
+  bool check_finite = true;
 
   [[nodiscard]] bool SourceOnDevice(uint32_t i) const {
     return i < on_device.size() && on_device[i] != 0;
@@ -58,6 +63,11 @@ class BucketPacker {
 
   // Packs `bucket` (global index `global_index`) into slot `i` and returns
   // when its bytes are all there. Errors name the bucket and the tensor.
+  // With input.check_finite, a NaN or +-inf in a source is
+  // NonFiniteValueError (IsNonFiniteValueError: INVALID_ARGUMENT naming the
+  // source tensor, the value's class and its lowest flat element index in
+  // this bucket), returned once the bucket is packed all the same (payload
+  // and trailer), so the caller may still broadcast it and vote no.
   [[nodiscard]] virtual absl::Status Pack(const PackInput& input, const Bucket& bucket,
                                           uint32_t global_index, int i) = 0;
 };
@@ -67,11 +77,18 @@ class BucketPacker {
 [[nodiscard]] std::unique_ptr<BucketPacker> NewHostBucketPacker();
 
 // Packs segment `s` of bucket `global_index` with the CPU packer into
-// `bucket_base + s.bucket_offset` (host memory; its sources must be too).
-// Errors name the bucket and the tensor. Both packers use it: the GPU packer
-// for outputs whose sources are in host memory.
+// `bucket_base + s.bucket_offset` (host memory; its sources must be too),
+// recording non-finite source elements in `guard` when given. Errors name
+// the bucket and the tensor. Both packers use it: the GPU packer for outputs
+// whose sources are in host memory.
 [[nodiscard]] absl::Status PackSegmentOnHost(const PackInput& input, const Segment& s,
-                                             uint32_t global_index, std::byte* bucket_base);
+                                             uint32_t global_index, std::byte* bucket_base,
+                                             FiniteGuard* guard);
+
+// What Pack returns for the findings of a bucket: OK when `guard` found
+// nothing, else NonFiniteValueError prefixed with the bucket.
+[[nodiscard]] absl::Status NonFiniteStatus(const FiniteGuard& guard, const PackInput& input,
+                                           uint32_t global_index);
 
 // Where output `out`'s sources are: all in host memory, all on the device,
 // or mixed (INVALID_ARGUMENT naming the tensor).

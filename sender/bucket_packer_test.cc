@@ -8,7 +8,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "common/checksum.h"
@@ -134,10 +136,145 @@ TEST(HostBucketPackerTest, RefusesGpuSourcesAndMixedTensors) {
   EXPECT_NE(place.status().message().find("'mixed'"), std::string::npos);
 }
 
-// The GPU packer writes exactly the CPU packer's bytes.
-void CompareGpuWithCpu(bool fp8) {
+// Values of `dtype` as raw bytes: finite ones, and the three non-finite
+// classes.
+std::vector<std::byte> Encode(DType dtype, double x) {
+  std::vector<std::byte> b(DTypeSize(dtype));
+  const float f = static_cast<float>(x);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  switch (dtype) {
+    case DType::kF64: std::memcpy(b.data(), &x, 8); break;
+    case DType::kF32: std::memcpy(b.data(), &f, 4); break;
+    case DType::kBF16: {
+      const uint16_t h = static_cast<uint16_t>(u >> 16);
+      std::memcpy(b.data(), &h, 2);
+      break;
+    }
+    default: {  // f16: the values used here are 0.5 + k / 1024, inf and NaN
+      uint16_t h = (u >> 16) & 0x8000;
+      if (std::isnan(f)) h |= 0x7E00;
+      else if (std::isinf(f)) h |= 0x7C00;
+      else h |= static_cast<uint16_t>(0x3800 + std::lround((std::fabs(f) - 0.5) * 2048));
+      std::memcpy(b.data(), &h, 2);
+    }
+  }
+  return b;
+}
+
+// The guard of the CPU packer, per dtype and class: the bucket holding the
+// value fails naming the source tensor, the class and the lowest flat
+// index (another, later, non-finite value in the same tensor is not the
+// one named); the bucket is packed all the same; with the guard off every
+// bucket packs.
+TEST(HostBucketPackerTest, GuardNamesTheTensorAndFirstIndexForEachDtype) {
+  const std::string name = "model.layers.3.mlp.down_proj.weight";
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF32, DType::kF64}) {
+    for (double bad : {std::numeric_limits<double>::infinity(),
+                       -std::numeric_limits<double>::infinity(),
+                       std::numeric_limits<double>::quiet_NaN()}) {
+      const std::string cls = std::isnan(bad) ? "NaN" : bad > 0 ? "+inf" : "-inf";
+      std::vector<TensorSpec> specs = {{"model.embed_tokens.weight", dt, {50, 64}},
+                                       {name, dt, {128, 300}}};
+      std::vector<std::vector<std::byte>> data;
+      for (const TensorSpec& s : specs) {
+        std::vector<std::byte> d;
+        for (int64_t k = 0; k < s.NumElements(); ++k) {
+          const auto v = Encode(dt, 0.5 + static_cast<double>(k % 512) / 1024);
+          d.insert(d.end(), v.begin(), v.end());
+        }
+        data.push_back(std::move(d));
+      }
+      const size_t es = DTypeSize(dt);
+      const auto b = Encode(dt, bad), later = Encode(dt, std::numeric_limits<double>::infinity());
+      std::memcpy(data[1].data() + 12345 * es, b.data(), es);
+      std::memcpy(data[1].data() + 12346 * es, later.data(), es);
+      std::memcpy(data[1].data() + 30000 * es, later.data(), es);
+      std::vector<OutputTensor> outputs = {CopyOf(specs[0], 0), CopyOf(specs[1], 1)};
+      absl::StatusOr<BucketPlan> plan = PlanBuckets(outputs, 64 << 10, 0);
+      ASSERT_TRUE(plan.ok()) << plan.status();
+      std::vector<HostSource> sources = {{specs[0], data[0].data()}, {specs[1], data[1].data()}};
+      auto packer = NewHostBucketPacker();
+      ASSERT_TRUE(packer->Reserve((64 << 10) + kBucketTrailerBytes).ok());
+      PackInput guarded{.outputs = outputs, .sources = sources, .weight_version = 2};
+      PackInput open = guarded;
+      open.check_finite = false;
+      absl::Status first;
+      uint32_t failed_bucket = 0;
+      for (uint32_t g = 0; g < plan->buckets.size(); ++g) {
+        const Bucket& bucket = plan->buckets[g];
+        ASSERT_TRUE(packer->Pack(open, bucket, g, 1).ok()) << DTypeName(dt) << " bucket " << g;
+        absl::Status s = packer->Pack(guarded, bucket, g, 0);
+        if (!s.ok() && first.ok()) {
+          first = s;
+          failed_bucket = g;
+        }
+        if (!s.ok()) {
+          EXPECT_TRUE(IsNonFiniteValueError(s)) << s;
+          // Packed all the same: the same bytes and trailer as unguarded.
+          EXPECT_EQ(std::memcmp(packer->slot(0), packer->slot(1), bucket.bytes + kBucketTrailerBytes), 0);
+        }
+      }
+      ASSERT_FALSE(first.ok()) << DTypeName(dt);
+      EXPECT_EQ(first.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(first.message().find("bucket " + std::to_string(failed_bucket) + ": tensor '" +
+                                     name + "': non-finite value (" + cls + ") at element 12345"),
+                std::string::npos)
+          << DTypeName(dt) << ": " << first;
+    }
+  }
+}
+
+// Through expert fusion and block FP8: the index is the source's (the fused
+// gate_up_proj), the error names the source, not the per-expert output;
+// integer tensors are never checked.
+TEST(HostBucketPackerTest, GuardNamesTheSourceOfAssembledAndQuantizedOutputs) {
+  for (bool fp8 : {false, true}) {
+    Model m = MakeModel(fp8, 96 << 10);
+    const uint64_t index = 2 * 400 * 136 + 7 * 136 + 9;  // expert 2, row 7, column 9
+    const uint16_t nan = 0xFFC1;                          // a negative NaN with a payload
+    std::memcpy(m.data[4].data() + index * 2, &nan, 2);
+    std::vector<HostSource> sources = HostSources(m);
+    PackInput in{.outputs = m.outputs, .sources = sources};
+    auto packer = NewHostBucketPacker();
+    ASSERT_TRUE(packer->Reserve((96 << 10) + kBucketTrailerBytes).ok());
+    std::vector<std::string> errors;
+    for (uint32_t g = 0; g < m.plan.buckets.size(); ++g) {
+      absl::Status s = packer->Pack(in, m.plan.buckets[g], g, 0);
+      if (!s.ok()) errors.push_back(std::string(s.message()));
+    }
+    ASSERT_GE(errors.size(), 1u);
+    for (const std::string& e : errors) {
+      EXPECT_NE(e.find("tensor 'model.layers.0.mlp.experts.gate_up_proj': non-finite value (NaN) "
+                       "at element " + std::to_string(index)),
+                std::string::npos)
+          << e;
+    }
+  }
+  TensorSpec ints{"step", DType::kI16, {4096}};
+  std::vector<uint16_t> bits(4096, 0x7F80);  // +inf as bf16, but these are integers
+  std::vector<HostSource> sources = {{ints, reinterpret_cast<const std::byte*>(bits.data())}};
+  std::vector<OutputTensor> outputs = {CopyOf(ints, 0)};
+  absl::StatusOr<BucketPlan> plan = PlanBuckets(outputs, 64 << 10, 0);
+  ASSERT_TRUE(plan.ok());
+  auto packer = NewHostBucketPacker();
+  ASSERT_TRUE(packer->Reserve(64 << 10).ok());
+  EXPECT_TRUE(packer->Pack(PackInput{.outputs = outputs, .sources = sources}, plan->buckets[0], 0, 0)
+                  .ok());
+}
+
+// The GPU packer writes exactly the CPU packer's bytes. With `poison`,
+// sources in GPU and in host memory hold NaN / +-inf: both packers return
+// the same guard errors, bucket by bucket.
+void CompareGpuWithCpu(bool fp8, bool poison = false) {
   WC_SKIP_WITHOUT_GPU();
   Model m = MakeModel(fp8, 96 << 10);
+  if (poison) {
+    const std::pair<size_t, std::pair<uint64_t, uint16_t>> marks[] = {
+        {4, {5000, 0x7F80}}, {4, {4000, 0xFF80}}, {5, {777, 0x7FC0}}, {2, {100, 0xFF80}},
+        {0, {300 * 136 - 1, 0x7F81}}};
+    for (const auto& [src, at] : marks) std::memcpy(m.data[src].data() + at.first * 2, &at.second, 2);
+  }
   std::vector<HostSource> host = HostSources(m);
   // Even sources in GPU memory, odd ones left in host memory (shm files).
   std::vector<HostSource> mixed = host;
@@ -168,9 +305,15 @@ void CompareGpuWithCpu(bool fp8) {
     const size_t n = b.bytes + kBucketTrailerBytes;
     // Stale bytes in the slot must be overwritten, padding included.
     ASSERT_EQ(cudaMemset((*gpu)->slot(g % 2), 0xAB, n), cudaSuccess);
-    ASSERT_TRUE(cpu->Pack(cpu_in, b, g, g % 2).ok());
+    const absl::Status want_status = cpu->Pack(cpu_in, b, g, g % 2);
     absl::Status s = (*gpu)->Pack(gpu_in, b, g, g % 2);
-    ASSERT_TRUE(s.ok()) << s;
+    if (!poison) {
+      ASSERT_TRUE(want_status.ok()) << want_status;
+    }
+    ASSERT_EQ(s, want_status) << "bucket " << g;
+    if (!s.ok()) {
+      ASSERT_TRUE(IsNonFiniteValueError(s)) << s;
+    }
     std::vector<std::byte> got(n);
     ASSERT_EQ(cudaMemcpy(got.data(), (*gpu)->slot(g % 2), n, cudaMemcpyDeviceToHost),
               cudaSuccess);
@@ -190,6 +333,11 @@ TEST(CudaBucketPackerGpuTest, ExpansionMatchesTheCpuPackerByteForByte) {
 
 TEST(CudaBucketPackerGpuTest, ExpansionWithFp8MatchesTheCpuPackerByteForByte) {
   CompareGpuWithCpu(/*fp8=*/true);
+}
+
+TEST(CudaBucketPackerGpuTest, GuardFindsWhatTheCpuPackerFinds) {
+  CompareGpuWithCpu(/*fp8=*/false, /*poison=*/true);
+  CompareGpuWithCpu(/*fp8=*/true, /*poison=*/true);
 }
 
 TEST(CudaBucketPackerTest, WithoutAGpuTheErrorSaysSo) {

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +12,7 @@
 #include "kernels/checksum_gpu.h"
 #include "kernels/cuda_buffer.h"
 #include "kernels/cuda_check.h"
+#include "kernels/finite_guard.h"
 #include "kernels/fp8_segments.h"
 #include "kernels/pack_cuda.h"
 #include "kernels/pack_table.h"
@@ -76,6 +78,20 @@ class CudaBucketPacker final : public BucketPacker {
 
     table_.clear();
     fp8_.clear();
+    guard_.Clear();
+    FiniteGuard* host_guard = input.check_finite ? &guard_ : nullptr;
+    // Guard words of this bucket's device sources: slot k is source
+    // slot_sources_[k]; slot_of_ maps back (kNoSlot for the others).
+    slot_of_.resize(input.sources.size(), kNoSlot);
+    struct ResetSlots {
+      CudaBucketPacker* p;
+      ~ResetSlots() {
+        for (uint32_t src : p->slot_sources_) p->slot_of_[src] = kNoSlot;
+        p->slot_sources_.clear();
+      }
+    } reset_slots{this};
+    const std::span<const uint32_t> guard_slots =
+        input.check_finite ? std::span<const uint32_t>(slot_of_) : std::span<const uint32_t>();
     // Runs of host-packed bytes [begin, end) to copy up.
     std::vector<std::pair<uint64_t, uint64_t>> host_runs;
     uint64_t cursor = 0;
@@ -95,7 +111,7 @@ class CudaBucketPacker final : public BucketPacker {
       ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, out));
       if (place == SourcePlace::kHost) {
         RETURN_IF_ERROR(host_[i].Reserve(slot_bytes_));
-        RETURN_IF_ERROR(PackSegmentOnHost(input, s, g, host_[i].data()));
+        RETURN_IF_ERROR(PackSegmentOnHost(input, s, g, host_[i].data(), host_guard));
         if (!host_runs.empty() && host_runs.back().second == s.bucket_offset) {
           host_runs.back().second = cursor;
         } else {
@@ -103,14 +119,22 @@ class CudaBucketPacker final : public BucketPacker {
         }
         continue;
       }
+      if (input.check_finite) {
+        for (const Piece& p : out.pieces) {
+          if (p.source < slot_of_.size() && slot_of_[p.source] == kNoSlot) {
+            slot_of_[p.source] = static_cast<uint32_t>(slot_sources_.size());
+            slot_sources_.push_back(p.source);
+          }
+        }
+      }
       absl::Status built;
       if (out.quant == QuantKind::kNone) {
         built = BuildPackTable(out, s.tensor_offset, s.bytes, addrs, dst_addr, s.bucket_offset,
-                               &table_);
+                               &table_, guard_slots);
       } else {
         Fp8Launch launch;
         built = BuildFp8Launch(out, s.tensor_offset, s.bytes, addrs, dst_addr, s.bucket_offset,
-                               &launch);
+                               &launch, guard_slots);
         if (built.ok()) fp8_.push_back(std::move(launch));
       }
       if (!built.ok()) {
@@ -119,6 +143,14 @@ class CudaBucketPacker final : public BucketPacker {
       }
     }
 
+    unsigned long long* guard_words = nullptr;
+    const size_t guard_bytes = slot_sources_.size() * sizeof(uint64_t);
+    if (guard_bytes > 0) {
+      RETURN_IF_ERROR(guard_words_.Reserve(guard_bytes, device_));
+      RETURN_IF_ERROR(guard_host_.Reserve(guard_bytes));
+      guard_words = reinterpret_cast<unsigned long long*>(guard_words_.data());
+      RETURN_IF_CUDA_ERROR(cudaMemsetAsync(guard_words, 0xFF, guard_bytes, stream_), "bucket ", g);
+    }
     for (const auto& [begin, end] : host_runs) {
       RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dst + begin, host_[i].data() + begin, end - begin,
                                            cudaMemcpyHostToDevice, stream_),
@@ -127,7 +159,7 @@ class CudaBucketPacker final : public BucketPacker {
     if (!table_.empty()) {
       RETURN_IF_ERROR(table_scratch_.Reserve(CopyTableScratchBytes(table_.size()), device_));
       RETURN_IF_CUDA_ERROR(
-          LaunchCopyTable(table_.data(), table_.size(), table_scratch_.data(), stream_),
+          LaunchCopyTable(table_.data(), table_.size(), table_scratch_.data(), stream_, guard_words),
           "bucket ", g, ": copy table of ", table_.size(), " entries");
     }
     if (!fp8_.empty()) {
@@ -142,6 +174,7 @@ class CudaBucketPacker final : public BucketPacker {
       for (Fp8Launch& l : fp8_) {
         std::memcpy(host_rows + at, l.segments.data(), l.segments.size() * sizeof(Fp8RowSegment));
         l.params.segments = dev_rows + at;
+        l.params.guard = guard_words;
         l.params.num_segments = static_cast<uint32_t>(l.segments.size());
         at += l.segments.size();
       }
@@ -152,6 +185,11 @@ class CudaBucketPacker final : public BucketPacker {
         RETURN_IF_CUDA_ERROR(LaunchFp8Quantize(l.params, stream_), "bucket ", g,
                              ": FP8 quantization");
       }
+    }
+    if (guard_bytes > 0) {
+      RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(guard_host_.data(), guard_words, guard_bytes,
+                                           cudaMemcpyDeviceToHost, stream_),
+                           "bucket ", g);
     }
     // The checksum waits for everything above (one host synchronisation per
     // bucket); the pinned buffers may then be reused.
@@ -167,8 +205,12 @@ class CudaBucketPacker final : public BucketPacker {
                                          cudaMemcpyHostToDevice, stream_),
                          "bucket ", g);
     RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_), "bucket ", g);
-    return absl::OkStatus();
+    const auto* words = reinterpret_cast<const uint64_t*>(guard_host_.data());
+    for (size_t k = 0; k < slot_sources_.size(); ++k) guard_.Record(slot_sources_[k], words[k]);
+    return NonFiniteStatus(guard_, input, g);
   }
+
+  static constexpr uint32_t kNoSlot = ~uint32_t{0};
 
   const int device_;
   const cudaStream_t stream_;
@@ -182,8 +224,13 @@ class CudaBucketPacker final : public BucketPacker {
   DeviceBuffer fp8_scratch_;
   PinnedBuffer fp8_host_;
   PinnedBuffer trailer_;
+  DeviceBuffer guard_words_;
+  PinnedBuffer guard_host_;
   std::vector<CopyEntry> table_;
   std::vector<Fp8Launch> fp8_;
+  FiniteGuard guard_;               // host segments' findings, then the device's
+  std::vector<uint32_t> slot_of_;   // source -> guard slot of this bucket
+  std::vector<uint32_t> slot_sources_;
   // Last: destroyed first, so its work is done before the buffers are freed.
   CudaStream owned_stream_;
 };

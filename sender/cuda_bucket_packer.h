@@ -9,7 +9,11 @@
 // - outputs whose sources are in host memory (shm, checkpoint files): the CPU
 //   packer into a pinned twin of the slot, then one host-to-device copy per
 //   run of such segments;
-// - the checksum on the GPU (kernels/checksum_gpu.h), then the trailer.
+// - the checksum on the GPU (kernels/checksum_gpu.h), then the trailer;
+// - with the non-finite guard on, the copy-table and FP8 kernels check what
+//   they read (one guard word per source of the bucket, atomicMin), the CPU
+//   packer checks host segments, and the words come back with the checksum's
+//   synchronisation: no extra pass over the bytes, no extra wait.
 // Device memory: two slots of the largest bucket plus small scratch (copy
 // tables, FP8 row segments, checksum digests); host: two pinned slots, only
 // when some source is in host memory.

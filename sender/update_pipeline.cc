@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "kernels/finite_guard.h"
 #include "protocol/manifest_exchange.h"
 
 namespace weightcast {
@@ -24,7 +25,8 @@ class DoubleBufferedPacker {
     input_ = PackInput{.outputs = u.outputs,
                        .sources = u.sources,
                        .on_device = u.source_on_device,
-                       .weight_version = u.weight_version};
+                       .weight_version = u.weight_version,
+                       .check_finite = u.check_finite};
     thread_ = std::thread([this] { Loop(); });
   }
   ~DoubleBufferedPacker() {
@@ -42,6 +44,12 @@ class DoubleBufferedPacker {
     cv_.wait(lock, [&] { return packed_ > k || !status_.ok(); });
     if (!status_.ok()) return status_;
     return packer_.slot(static_cast<int>(k % 2));
+  }
+  // The first non-finite value found (NonFiniteValueError), OK if none; the
+  // buckets are packed all the same. Call after the last Acquire.
+  absl::Status refusal() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return refusal_;
   }
   // Bucket k was broadcast: its slot may be reused.
   void Release(size_t k) {
@@ -66,6 +74,11 @@ class DoubleBufferedPacker {
                                      static_cast<int>(k % 2));
       {
         std::lock_guard<std::mutex> lock(mu_);
+        if (IsNonFiniteValueError(st)) {
+          // The bucket is whole: it goes out, and the version is voted down.
+          if (refusal_.ok()) refusal_ = st;
+          st = absl::OkStatus();
+        }
         if (!st.ok()) {
           status_ = st;
         } else {
@@ -87,6 +100,7 @@ class DoubleBufferedPacker {
   size_t released_ = 0;
   bool stop_ = false;
   absl::Status status_;
+  absl::Status refusal_;
   std::thread thread_;
 };
 
@@ -190,12 +204,24 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
                                       absl::Now() + u.op_timeout));
     }
   }
+  // A source holding NaN or +-inf (the guard): every bucket went out, so the
+  // group stays in step, and this rank votes no; the others learn why from
+  // the store, as they do for a receiver's no.
+  const absl::Status refusal = packer.has_value() ? packer->refusal() : absl::OkStatus();
   packer.reset();
-  ASSIGN_OR_RETURN(int64_t vote, transport.AllReduceMin(1, absl::Now() + u.op_timeout));
+  if (!refusal.ok() && u.store != nullptr) {
+    (void)u.store->Set(ErrorKey(u.seq, rank), std::string(refusal.message()));
+  }
+  ASSIGN_OR_RETURN(int64_t vote,
+                   transport.AllReduceMin(refusal.ok() ? 1 : 0, absl::Now() + u.op_timeout));
+  if (!refusal.ok()) {
+    return WithMessagePrefix(refusal, absl::StrCat("version ", u.weight_version,
+                                                   " was not committed: rank ", rank, ": "));
+  }
   if (vote != 1) {
     std::string reasons = VoteReasons(u, transport.world_size());
     return absl::AbortedError(absl::StrCat("version ", u.weight_version,
-                                           " was not committed: a receiver voted to abort",
+                                           " was not committed: a rank voted to abort",
                                            reasons.empty() ? "" : " (", reasons,
                                            reasons.empty() ? "" : ")"));
   }

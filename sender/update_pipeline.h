@@ -35,6 +35,9 @@ struct SenderUpdate {
   BucketPacker* packer = nullptr;
   const BucketPlan* plan = nullptr;      // PlanBuckets(outputs, ..., 0)
   std::string config_json;
+  // The non-finite guard (PackInput::check_finite); false only with the
+  // group's allow_non_finite.
+  bool check_finite = true;
   absl::Duration op_timeout = absl::Seconds(120);
   // Optional: where receivers leave the reasons for a "no" vote.
   KeyValueStore* store = nullptr;
@@ -50,8 +53,13 @@ struct UpdateSummary {
 // (once every source byte was read). Returns OK only when every rank voted
 // to commit. A transport error (returned as it is) leaves `transport`
 // broken and the caller re-forms the group; a "no" vote is ABORTED, with
-// the receivers' reasons when `store` has them, and leaves the transport
-// usable. A local packing error aborts the transport so no peer waits.
+// the reasons other ranks left when `store` has them, and leaves the
+// transport usable. A source holding NaN or +-inf (check_finite) is packed
+// and broadcast all the same, then voted down by this rank: it returns the
+// packer's NonFiniteValueError (INVALID_ARGUMENT naming the tensor and
+// element) and leaves that reason in `store` for the others; the transport
+// stays usable. Any other local packing error aborts the transport so no
+// peer waits.
 [[nodiscard]] absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport,
                                                             const SenderUpdate& update,
                                                             const UpdateEventSink& on_event);

@@ -95,10 +95,9 @@ def test_receiver_killed_mid_update_fails_in_time_then_rejoins(make_cluster):
     results = c.update(2)
     elapsed = time.monotonic() - t0
     assert all(r.rc == 1 for r in results), [r.out for r in results]
-    # The ranks next to the crashed one fail at once and mark the generation
-    # broken; the others, watching for that, follow within a second (they
-    # used to wait out their whole timeout).
-    assert elapsed < c.timeout_s / 2, f"failure took {elapsed:.1f} s"
+    # Before any timeout fires: the ranks that see the crash fail at once and
+    # mark the generation broken, and the others follow (BrokenWatch).
+    assert elapsed < c.timeout_s, f"failure took {elapsed:.1f} s"
     assert c.receivers[3].wait(timeout=10) == 3  # the hook's crash exit
     assert not os.path.exists(f"{c.receiver_out(2)}/step_2")
     c.verify(2, 1)
@@ -399,3 +398,58 @@ def test_a_sender_fails_within_its_timeout_when_sender_0_dies(make_cluster):
     assert took < 8 + 4, f"sender 1 took {took:.1f} s to fail"
     for rank in c.receivers:
         assert open(f"{c.receiver_out(rank)}/LATEST").read().strip() == "1"
+
+
+def test_nonfinite_weight_is_refused_naming_the_tensor_and_allow_non_finite_sends_it(make_cluster):
+    """A trainer's tensor holding +inf: the update fails on every sender with
+    the tensor and element named, the receivers keep the previous version
+    byte for byte, and the group stays usable; with --allow-non-finite the
+    same bytes commit."""
+    import numpy as np
+
+    c = make_cluster()
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    generation = status(c, 0)["generation"]
+
+    # Sender 1's trainer writes version 2 with one +inf in a weight.
+    c.write_version(2)
+    f = c.shm[1]
+    name = next(n for n in f.names() if n.endswith("down_proj.weight"))
+    flat = f.array(name).reshape(-1)
+    index = flat.size // 2 + 3
+    flat[index] = 0x7F80  # bf16 +inf
+    f.flush()
+    results = c.update(2)
+    needle = f"tensor '{name}': non-finite value (+inf) at element {index}"
+    for s, r in enumerate(results):
+        assert r.rc == 1, f"sender {s}: {r.out}{r.err}"
+        assert "failed version 2" in r.out, r.out
+        assert needle in r.out, f"sender {s}: {r.out}"
+    assert "code 3" in results[1].out + results[1].err  # INVALID_ARGUMENT from the sender that saw it
+    assert "rank 1" in results[0].out  # the others name the rank that refused
+    for rank in (2, 3):
+        out = c.receiver_out(rank)
+        assert not os.path.exists(f"{out}/step_2"), "a refused version must not be published"
+        assert open(f"{out}/LATEST").read().strip() == "1"
+        c.verify(rank, 1)
+    for s in (0, 1):
+        st = status(c, s)
+        assert st["last_committed_version"] == 1 and st["state"] == "idle"
+        assert needle in st["last_error"]
+    assert status(c, 0)["generation"] == generation  # voted down, nothing broken
+
+    # With the guard off the same bytes go through.
+    for s in range(c.num_senders):
+        assert c.ctl(s, "abort").rc == 0
+    for s in range(c.num_senders):
+        r = c.init(s, **{"--allow-non-finite": True})
+        assert r.rc == 0, r.err
+    results = c.update(3)
+    assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
+    for rank in (2, 3):
+        got, _ = c.load(rank, 3)
+        assert got[name].reshape(-1).view(np.uint16)[index] == 0x7F80
+        assert got[name].tobytes() == f.array(name).tobytes()

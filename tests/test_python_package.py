@@ -202,6 +202,41 @@ def test_publish_returns_at_source_released_and_reports_the_commit(daemons, tmp_
         recv.wait(timeout=10)
 
 
+def test_a_nan_parameter_is_refused_by_name_unless_the_group_allows_non_finite(daemons, tmp_path):
+    """GroupConfig.allow_non_finite reaches the daemon: off (the default), a
+    NaN in a parameter fails the publish with the tensor and element named and
+    nothing is published; on, the same bytes arrive."""
+    import dataclasses
+
+    (addr,), port = daemons(1)
+    control = Sidecar(addr)
+    cfg = GroupConfig(host="127.0.0.1", port=port, num_senders=1, inference_world_size=1,
+                      token="t", timeout_s=10)
+    assert cfg.request(0).allow_non_finite is False
+    control.init(cfg, 0)
+    recv = start_recv(tmp_path, port, 1, "t")
+    try:
+        sc = TrainerSidecar(addr, shm_dir=str(tmp_path))
+        w = torch.ones(64, 32, dtype=torch.float32)
+        w[5, 7] = float("nan")
+        sc.register({"w": w, "b": torch.zeros(8, dtype=torch.bfloat16)})
+        with pytest.raises(ControlError) as e:
+            sc.publish(1, wait="committed", progress=False)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "tensor 'w': non-finite value (NaN) at element 167" in e.value.message
+        time.sleep(0.5)
+        assert not (tmp_path / "r1" / "step_1").exists()
+        control.abort()
+        control.init(dataclasses.replace(cfg, allow_non_finite=True), 0)
+        sc.publish(2, wait="committed", progress=False)
+        got = received(tmp_path, 1, 2)["w"]
+        assert torch.equal(got.view(torch.int32), w.view(torch.int32))  # the NaN's bits too
+        sc.close()
+    finally:
+        recv.terminate()
+        recv.wait(timeout=10)
+
+
 def test_orchestrator_names_a_failing_sender_at_once_and_recovers(daemons, tmp_path):
     addrs, port = daemons(2)
     group = Orchestrator(addrs)

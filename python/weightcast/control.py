@@ -46,7 +46,9 @@ class GroupConfig:
     ``source_layout``: how the trainer holds experts (``per-expert``,
     ``fused`` as transformers 5's state_dict, ``stacked``); ``target``: what
     goes on the wire (``hf`` per-expert keys, ``hf-fused``);
-    ``quantization``: ``none`` or ``fp8-block``."""
+    ``quantization``: ``none`` or ``fp8-block``; ``allow_non_finite``: send
+    NaN / inf weights as they are (default: a version holding one is refused
+    with the tensor and element named, and receivers keep the previous one)."""
 
     host: str
     port: int
@@ -64,6 +66,7 @@ class GroupConfig:
     quantization: str = ""
     scale_rule: str = ""
     power_of_two_scales: bool = False
+    allow_non_finite: bool = False
 
     def request(self, sender_rank: int) -> control_pb2.InitBroadcasterRequest:
         q = control_pb2.Quantization(method=self.quantization, scale_rule=self.scale_rule,
@@ -75,7 +78,7 @@ class GroupConfig:
             num_senders=self.num_senders, inference_world_size=self.inference_world_size,
             timeout_s=self.timeout_s, transport=self.transport, format=fmt,
             bucket_bytes=self.bucket_bytes, token=self.token, data_host=self.data_host,
-            cuda_device=self.cuda_device)
+            cuda_device=self.cuda_device, allow_non_finite=self.allow_non_finite)
 
 
 @dataclass(frozen=True)

@@ -163,9 +163,11 @@ class Cluster:
                 "--inference-world-size": str(self.num_receivers),
                 "--timeout": str(self.timeout_s), "--bucket-bytes": str(self.bucket_bytes),
                 "--token-file": self.token_file()}
-        opts.update({k: str(v) for k, v in self.init_args.items()})
-        opts.update({k: str(v) for k, v in overrides.items()})
-        return self.ctl(s, "init", *[x for kv in opts.items() for x in kv])
+        opts.update(self.init_args)
+        opts.update(overrides)
+        # A value of True is a flag without a value (--allow-non-finite).
+        args = [x for k, v in opts.items() for x in ([k] if v is True else [k, str(v)])]
+        return self.ctl(s, "init", *args)
 
     def start(self) -> None:
         self.start_daemons()
