@@ -1,24 +1,50 @@
 #include "protocol/rank_claim.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <random>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace weightcast {
 
 std::string ClaimKey(int rank) { return absl::StrCat("claim/", rank); }
 
+namespace {
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "?";
+  return name;
+}
+
+// "<host>/<pid>/<random>" of a process on this host that no longer exists:
+// its claim is stale now, no need to watch its beat.
+bool HolderIsGone(const std::string& value) {
+  const std::vector<std::string> parts = absl::StrSplit(value.substr(0, value.find(' ')), '/');
+  int pid = 0;
+  if (parts.size() != 3 || parts[0] != HostName() || !absl::SimpleAtoi(parts[1], &pid) || pid <= 0) {
+    return false;
+  }
+  return kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<RankClaim>> RankClaim::Acquire(KeyValueStore* store, int rank,
                                                               absl::Duration period) {
   std::random_device rd;
-  std::string instance = absl::StrCat(::getpid(), "-", rd(), rd());
+  std::string instance = absl::StrCat(HostName(), "/", ::getpid(), "/", rd(), rd());
   absl::StatusOr<std::string> held = store->Get(ClaimKey(rank));
   if (!held.ok() && !absl::IsNotFound(held.status())) return held.status();
-  if (held.ok()) {
-    // Somebody held it: alive if its beat moves within the window.
+  if (held.ok() && !HolderIsGone(*held)) {
+    // Somebody held it: alive if its beat moves within the window (a
+    // holder on this host that no longer exists is known dead at once).
     const absl::Time until = absl::Now() + kStaleBeats * period + period / 2;
     while (absl::Now() < until) {
       absl::SleepFor(period / 4);

@@ -3,8 +3,9 @@
 // second process asking for a rank a live process holds is refused (two
 // processes of one rank used to take turns receiving versions); a claim
 // whose beat stopped (its process died) is taken over, so a restart after a
-// crash gets in. The values are compared, never clocks: hosts may disagree
-// on the time.
+// crash gets in (at once when the dead holder was on this host, else after
+// kStaleBeats). The values are compared, never clocks: hosts may disagree
+// on the time. Instances are "<host>/<pid>/<random>".
 #ifndef WEIGHTCAST_PROTOCOL_RANK_CLAIM_H_
 #define WEIGHTCAST_PROTOCOL_RANK_CLAIM_H_
 

@@ -1,6 +1,9 @@
 // RankClaim over a real rendezvous server on loopback.
 #include "protocol/rank_claim.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "gtest/gtest.h"
 #include "protocol/rendezvous_store.h"
 
@@ -42,7 +45,7 @@ TEST_F(RankClaimTest, ASecondLiveProcessOfARankIsRefused) {
 
 TEST_F(RankClaimTest, AClaimWhoseBeatStoppedIsTakenOver) {
   // What a process that died (SIGKILL) leaves behind.
-  ASSERT_TRUE(store_->Set(ClaimKey(5), "4242-dead 17").ok());
+  ASSERT_TRUE(store_->Set(ClaimKey(5), "another-host/4242/1 17").ok());
   const absl::Time t0 = absl::Now();
   auto c = RankClaim::Acquire(store_.get(), 5, kPeriod);
   ASSERT_TRUE(c.ok()) << c.status();
@@ -53,6 +56,24 @@ TEST_F(RankClaimTest, AClaimWhoseBeatStoppedIsTakenOver) {
   EXPECT_EQ(held->rfind((*c)->instance() + " ", 0), 0u) << *held;
   EXPECT_NE(*held, (*c)->instance() + " 1") << "the beat moves";
   EXPECT_FALSE((*c)->lost());
+}
+
+TEST_F(RankClaimTest, ADeadHolderOnThisHostIsTakenOverAtOnce) {
+  // A process of this host that has exited (a child we reaped).
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  ASSERT_TRUE(store_->Set(ClaimKey(7), absl::StrCat(host, "/", child, "/9 40")).ok());
+  const absl::Time t0 = absl::Now();
+  auto c = RankClaim::Acquire(store_.get(), 7, kPeriod);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_LT(absl::Now() - t0, RankClaim::kStaleBeats * kPeriod) << "not watched";
+  // A live holder of this host (this process) is still watched and refused.
+  auto again = RankClaim::Acquire(store_.get(), 7, kPeriod);
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
 }
 
 TEST_F(RankClaimTest, AHolderWhoseRankWasTakenOverKnows) {
