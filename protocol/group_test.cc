@@ -81,6 +81,15 @@ class FakeTransport : public Transport {
   std::atomic<bool> healthy_{true};
 };
 
+// A factory of FakeTransports (no network), for members that only need to
+// join.
+TransportFactory FakeTransports() {
+  return [](const TransportRequest& r, const std::atomic<bool>&)
+             -> absl::StatusOr<std::unique_ptr<Transport>> {
+    return std::make_unique<FakeTransport>(r.rank, r.world_size);
+  };
+}
+
 TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
   Announcement a{.seq = 3, .generation = 2, .weight_version = 17, .num_senders = 2,
                  .world_size = 5, .transport = "gloo"};
@@ -102,12 +111,7 @@ TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
 
 TEST(GroupTest, AWatchedUpdateEndsSoonAfterAnotherRankMarksTheGenerationBroken) {
   MapStore store;
-  GroupMember member(&store,
-                     [](const TransportRequest& r, const std::atomic<bool>&)
-                         -> absl::StatusOr<std::unique_ptr<Transport>> {
-                       return std::make_unique<FakeTransport>(r.rank, r.world_size);
-                     },
-                     0);
+  GroupMember member(&store, FakeTransports(), 0);
   auto a = AnnounceUpdate(member, 1, 1, 3, "gloo");
   ASSERT_TRUE(a.ok());
   ASSERT_TRUE(member.Join(*a, absl::Now() + absl::Seconds(1)).ok());
@@ -133,12 +137,7 @@ TEST(GroupTest, AWatchedUpdateEndsSoonAfterAnotherRankMarksTheGenerationBroken) 
 TEST(GroupTest, ARestartedProcessMarksItsPredecessorsGenerationBroken) {
   MapStore store;
   EXPECT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // nothing announced yet
-  GroupMember coordinator(&store,
-                          [](const TransportRequest& r, const std::atomic<bool>&)
-                              -> absl::StatusOr<std::unique_ptr<Transport>> {
-                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
-                          },
-                          0);
+  GroupMember coordinator(&store, FakeTransports(), 0);
   auto a = AnnounceUpdate(coordinator, 1, 2, 3, "gloo");
   ASSERT_TRUE(a.ok());
   ASSERT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // rank 1 never joined it
@@ -215,12 +214,7 @@ TEST(GroupTest, GenerationAdvancesOnlyWhenBroken) {
 
 TEST(GroupTest, FollowersFindTheRetryNotTheFailedAttempt) {
   MapStore store;
-  GroupMember coordinator(&store,
-                          [](const TransportRequest& r, const std::atomic<bool>&)
-                              -> absl::StatusOr<std::unique_ptr<Transport>> {
-                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
-                          },
-                          0);
+  GroupMember coordinator(&store, FakeTransports(), 0);
   auto first = AnnounceUpdate(coordinator, 7, 2, 4, "gloo");
   ASSERT_TRUE(first.ok());
   auto seen = AwaitUpdate(store, 7, 0, absl::Now() + absl::Seconds(1));
@@ -248,12 +242,7 @@ TEST(GroupTest, FinishedUpdatesKeysAreCollected) {
   // About three keys per update used to stay forever: after ~33,000 updates
   // the store was full and every update failed.
   MapStore store;
-  GroupMember coordinator(&store,
-                          [](const TransportRequest& r, const std::atomic<bool>&)
-                              -> absl::StatusOr<std::unique_ptr<Transport>> {
-                            return std::make_unique<FakeTransport>(r.rank, r.world_size);
-                          },
-                          0);
+  GroupMember coordinator(&store, FakeTransports(), 0);
   uint64_t version = 0;
   for (int i = 0; i < 1000; ++i) {
     // Every third attempt fails and is retried at the same version.

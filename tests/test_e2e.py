@@ -236,22 +236,14 @@ def test_a_version_is_the_whole_model_or_nothing(make_cluster):
     the update; one that registered only part of its tensors has the version
     refused by the receivers, naming what is missing; a declared new model
     changes the tensor set."""
-    import signal
-
     from weightcast.shm import ShmTensorFile
-    from weightcast_testing.cluster import spawn_weightcastd
 
     c = make_cluster(timeout_s=8)
     c.start()
     c.register()
     c.write_version(1)
     assert all(r.rc == 0 for r in c.update(1))
-    c.daemons[1].send_signal(signal.SIGKILL)
-    c.daemons[1].wait()
-    c.daemons[1] = spawn_weightcastd(c.workdir, 1, c.env("sender1"), c.bin_dir)
-    deadline = time.time() + 20
-    while c.ctl(1, "status").rc != 0 and time.time() < deadline:
-        time.sleep(0.1)
+    c.crash_and_restart_sender(1)
     assert c.init(1).rc == 0
     r = c.ctl(1, "update", "--version", "2")
     assert r.rc == 1 and "sender 1 has no tensors registered" in r.err, r.out + r.err
@@ -285,21 +277,12 @@ def test_surviving_senders_follow_a_restarted_sender_0(make_cluster):
     """Sender 0 restarted (and was initialised and registered again): the
     other senders, left as they were, take part in the next update (they
     used to fail every update until each was aborted and initialised)."""
-    import signal
-
-    from weightcast_testing.cluster import spawn_weightcastd
-
     c = make_cluster()
     c.start()
     c.register()
     c.write_version(1)
     assert all(r.rc == 0 for r in c.update(1))
-    c.daemons[0].send_signal(signal.SIGKILL)
-    c.daemons[0].wait()
-    c.daemons[0] = spawn_weightcastd(c.workdir, 0, c.env("sender0"), c.bin_dir)
-    deadline = time.time() + 20
-    while c.ctl(0, "status").rc != 0 and time.time() < deadline:
-        time.sleep(0.1)
+    c.crash_and_restart_sender(0)
     assert c.init(0).rc == 0
     desc = f"{c.workdir}/trainer0.json"
     assert c.ctl(0, "register", "--descriptors", desc).rc == 0

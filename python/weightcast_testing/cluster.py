@@ -179,6 +179,19 @@ class Cluster:
         for j in range(self.num_receivers):
             self.start_receiver(self.num_senders + j)
 
+    def crash_and_restart_sender(self, s: int) -> None:
+        """Kills sender daemon ``s`` (SIGKILL, as a crash) and starts it again
+        as a supervisor would: a fresh daemon, neither initialised nor
+        registered. Returns once it answers."""
+        self.daemons[s].send_signal(signal.SIGKILL)
+        self.daemons[s].wait()
+        self.daemons[s] = spawn_weightcastd(self.workdir, s, self.env(f"sender{s}"), self.bin_dir)
+        deadline = time.time() + 20
+        while self.ctl(s, "status").rc != 0:
+            if time.time() > deadline:
+                raise RuntimeError(f"weightcastd {s} did not come up")
+            time.sleep(0.1)
+
     def crash_and_restart_senders(self) -> None:
         """Kills every sender daemon (SIGKILL, as a crash), starts them again
         as a supervisor would, re-initializes and re-registers (a new daemon
