@@ -35,6 +35,7 @@
 #include <iostream>
 #include <thread>
 
+#include "bench/timing.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -58,9 +59,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using bench::Best;
+using bench::Now;
 
 [[noreturn]] void Die(const std::string& what, const absl::Status& s) {
   std::cerr << what << ": " << s << "\n";
@@ -138,17 +138,6 @@ struct Times {
   uint32_t buckets = 0;
   void Add(const std::string& step, double s) { steps.emplace_back(step, s); }
 };
-
-template <typename F>
-double Best(int reps, F fn) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = Now();
-    fn();
-    best = std::min(best, Now() - t0);
-  }
-  return best;
-}
 
 Times Measure(uint64_t n, uint64_t total, uint64_t bucket_bytes, int reps) {
   Times times;

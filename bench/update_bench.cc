@@ -21,6 +21,7 @@
 #include <random>
 #include <thread>
 
+#include "bench/timing.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/finite_guard.h"
@@ -35,21 +36,8 @@
 namespace weightcast {
 namespace {
 
-double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Best of `reps` runs of fn(), seconds.
-template <typename F>
-double Best(int reps, F fn) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = Now();
-    fn();
-    best = std::min(best, Now() - t0);
-  }
-  return best;
-}
+using bench::Best;
+using bench::Now;
 
 class CountingSink final : public Sink {
  public:
