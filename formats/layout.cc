@@ -10,23 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "formats/matrix_view.h"
 
 namespace weightcast {
 namespace {
-
-// A 2-D row-major view [rows, cols] of a source, not transposed.
-struct View {
-  uint32_t source = 0;
-  uint64_t offset = 0;
-  uint64_t rows = 0, cols = 0, stride = 0;
-  bool transpose = false;  // the view is a transposed block of its source
-
-  Piece AsPiece() const {
-    return Piece{.source = source, .src_offset = offset, .rows = transpose ? cols : rows,
-                 .cols = transpose ? rows : cols, .src_row_stride = stride,
-                 .transpose = transpose};
-  }
-};
 
 // kBias: gpt_oss's expert biases, which go wherever its fused experts go.
 enum class Role { kGate, kUp, kDown, kBias };
@@ -133,7 +120,7 @@ absl::Status ExpectShape(const TensorSpec& s, std::vector<int64_t> want, const s
 struct ExpertViews {
   uint64_t E = 0, I = 0, H = 0;
   DType dtype = DType::kBF16;
-  std::vector<View> gate, up, down;  // per expert: [I,H], [I,H], [H,I]
+  std::vector<MatrixView> gate, up, down;  // per expert: [I,H], [I,H], [H,I]
 };
 
 std::string PerExpertName(const FamilyRules& f, const std::string& prefix, uint64_t e, Role r) {
@@ -169,9 +156,9 @@ absl::StatusOr<ExpertViews> ViewsOf(const FamilyRules& f, const Block& b,
       for (const TensorSpec* s : {&g, &u, &d}) {
         if (s->dtype != v.dtype) return Bad(s->name, "dtype differs from the other experts'");
       }
-      v.gate.push_back(View{*it->second[0], 0, v.I, v.H, v.H});
-      v.up.push_back(View{*it->second[1], 0, v.I, v.H, v.H});
-      v.down.push_back(View{*it->second[2], 0, v.H, v.I, v.I});
+      v.gate.push_back(MatrixView{*it->second[0], 0, v.I, v.H, v.H});
+      v.up.push_back(MatrixView{*it->second[1], 0, v.I, v.H, v.H});
+      v.down.push_back(MatrixView{*it->second[2], 0, v.H, v.I, v.I});
     }
     return v;
   }
@@ -205,13 +192,13 @@ absl::StatusOr<ExpertViews> ViewsOf(const FamilyRules& f, const Block& b,
     for (uint64_t e = 0; e < E; ++e) {
       if (f.fused_transposed) {
         // gate_e [I,H] = transpose of the [H, I] block at columns [0, I).
-        v.gate.push_back(View{*b.gate_up, e * H * 2 * I, I, H, 2 * I, true});
-        v.up.push_back(View{*b.gate_up, e * H * 2 * I + I, I, H, 2 * I, true});
-        v.down.push_back(View{*b.down, e * I * H, H, I, H, true});
+        v.gate.push_back(MatrixView{*b.gate_up, e * H * 2 * I, I, H, 2 * I, true});
+        v.up.push_back(MatrixView{*b.gate_up, e * H * 2 * I + I, I, H, 2 * I, true});
+        v.down.push_back(MatrixView{*b.down, e * I * H, H, I, H, true});
       } else {
-        v.gate.push_back(View{*b.gate_up, e * 2 * I * H, I, H, H});
-        v.up.push_back(View{*b.gate_up, e * 2 * I * H + I * H, I, H, H});
-        v.down.push_back(View{*b.down, e * H * I, H, I, I});
+        v.gate.push_back(MatrixView{*b.gate_up, e * 2 * I * H, I, H, H});
+        v.up.push_back(MatrixView{*b.gate_up, e * 2 * I * H + I * H, I, H, H});
+        v.down.push_back(MatrixView{*b.down, e * H * I, H, I, I});
       }
     }
     return v;
@@ -233,9 +220,9 @@ absl::StatusOr<ExpertViews> ViewsOf(const FamilyRules& f, const Block& b,
     if (src[i].dtype != v.dtype) return Bad(src[i].name, "dtype differs from w1's");
   }
   for (uint64_t e = 0; e < v.E; ++e) {
-    v.gate.push_back(View{*b.w1, e * v.I * v.H, v.I, v.H, v.H});
-    v.up.push_back(View{*b.w3, e * v.I * v.H, v.I, v.H, v.H});
-    v.down.push_back(View{*b.w2, e * v.H * v.I, v.H, v.I, v.I});
+    v.gate.push_back(MatrixView{*b.w1, e * v.I * v.H, v.I, v.H, v.H});
+    v.up.push_back(MatrixView{*b.w3, e * v.I * v.H, v.I, v.H, v.H});
+    v.down.push_back(MatrixView{*b.w2, e * v.H * v.I, v.H, v.I, v.I});
   }
   return v;
 }
@@ -247,12 +234,6 @@ OutputTensor Plain(std::string name, DType dtype, std::vector<int64_t> shape,
   out.source_dtype = dtype;
   out.pieces = std::move(pieces);
   return out;
-}
-
-// Column `h` of a non-transposed [rows, cols] view: `rows` elements.
-Piece Column(const View& v, uint64_t h) {
-  return Piece{.source = v.source, .src_offset = v.offset + h, .rows = v.rows, .cols = 1,
-               .src_row_stride = v.stride};
 }
 
 void EmitBlock(TargetFormat target, const FamilyRules& f, const Block& b,
@@ -284,11 +265,11 @@ void EmitBlock(TargetFormat target, const FamilyRules& f, const Block& b,
   // Llama-4 [E, H, 2I]: row h of expert e is column h of gate_e, then of up_e.
   for (uint64_t e = 0; e < v.E; ++e) {
     for (uint64_t h = 0; h < v.H; ++h) {
-      gu.push_back(Column(v.gate[e], h));
-      gu.push_back(Column(v.up[e], h));
+      gu.push_back(v.gate[e].Cols(h, 1).AsPiece());
+      gu.push_back(v.up[e].Cols(h, 1).AsPiece());
     }
     // [I, H] block = transpose of down_e [H, I].
-    View d = v.down[e];
+    MatrixView d = v.down[e];
     d.transpose = true;
     dn.push_back(Piece{.source = d.source, .src_offset = d.offset, .rows = d.rows,
                        .cols = d.cols, .src_row_stride = d.stride, .transpose = true});

@@ -6,35 +6,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "formats/matrix_view.h"
 
 namespace weightcast {
 namespace {
-
-// A logical matrix [rows, cols] inside a source: element (r, c) is at
-// offset + r * stride + c, or at offset + c * stride + r when transposed.
-struct Mat {
-  uint32_t source = 0;
-  uint64_t offset = 0, rows = 0, cols = 0, stride = 0;
-  bool transpose = false;
-
-  Mat Rows(uint64_t first, uint64_t n) const {
-    Mat m = *this;
-    m.offset += transpose ? first : first * stride;
-    m.rows = n;
-    return m;
-  }
-  Mat Cols(uint64_t first, uint64_t n) const {
-    Mat m = *this;
-    m.offset += transpose ? first * stride : first;
-    m.cols = n;
-    return m;
-  }
-  Piece AsPiece() const {
-    return Piece{.source = source, .src_offset = offset, .rows = transpose ? cols : rows,
-                 .cols = transpose ? rows : cols, .src_row_stride = stride,
-                 .transpose = transpose};
-  }
-};
 
 enum Slot { kGateUp, kDown, kGateUpScale, kDownScale, kGateUpBias, kDownBias, kSlots };
 
@@ -54,7 +29,7 @@ struct Block {
 struct Experts {
   int64_t E = 0, I = 0, H = 0;
   DType dtype = DType::kBF16;
-  std::vector<Mat> gate, up, down, gate_s, up_s, down_s, gate_up_bias, down_bias;
+  std::vector<MatrixView> gate, up, down, gate_s, up_s, down_s, gate_up_bias, down_bias;
 };
 
 absl::Status Bad(const std::string& t, const std::string& why) {
@@ -149,17 +124,17 @@ absl::StatusOr<Experts> PerExpert(const FamilyRules& f, const Block& b,
           r == 2 ? std::vector<int64_t>{x.H, x.I} : std::vector<int64_t>{x.I, x.H};
       if (absl::Status st = Expect(rx[*w[r]], want, x.dtype); !st.ok()) return st;
     }
-    x.gate.push_back(Mat{*w[0], 0, I, H, H});
-    x.up.push_back(Mat{*w[1], 0, I, H, H});
-    x.down.push_back(Mat{*w[2], 0, H, I, I});
+    x.gate.push_back(MatrixView{*w[0], 0, I, H, H});
+    x.up.push_back(MatrixView{*w[1], 0, I, H, H});
+    x.down.push_back(MatrixView{*w[2], 0, H, I, I});
     if (!fp8) continue;
     if (!b.s.count(e) || !b.s.at(e)[0] || !b.s.at(e)[1] || !b.s.at(e)[2]) {
       return Bad(rx[*w[0]].name, "FP8 expert without its weight_scale_inv tensors");
     }
     const auto& s = b.s.at(e);
-    x.gate_s.push_back(Mat{*s[0], 0, ib, hb, hb});
-    x.up_s.push_back(Mat{*s[1], 0, ib, hb, hb});
-    x.down_s.push_back(Mat{*s[2], 0, hb, ib, ib});
+    x.gate_s.push_back(MatrixView{*s[0], 0, ib, hb, hb});
+    x.up_s.push_back(MatrixView{*s[1], 0, ib, hb, hb});
+    x.down_s.push_back(MatrixView{*s[2], 0, hb, ib, ib});
   }
   return x;
 }
@@ -218,25 +193,25 @@ absl::StatusOr<Experts> Fused(const FamilyRules& f, const Block& b,
     if (f.fused_transposed) {  // gate_up [E, H, 2I], down [E, I, H]
       const uint64_t at = e * H * 2 * I;
       if (f.gate_up_interleaved) {
-        x.gate.push_back(Mat{*slot[kGateUp], at, 2 * I, H, 2 * I, true});
+        x.gate.push_back(MatrixView{*slot[kGateUp], at, 2 * I, H, 2 * I, true});
       } else {
-        x.gate.push_back(Mat{*slot[kGateUp], at, I, H, 2 * I, true});
-        x.up.push_back(Mat{*slot[kGateUp], at + I, I, H, 2 * I, true});
+        x.gate.push_back(MatrixView{*slot[kGateUp], at, I, H, 2 * I, true});
+        x.up.push_back(MatrixView{*slot[kGateUp], at + I, I, H, 2 * I, true});
       }
-      x.down.push_back(Mat{*slot[kDown], e * I * H, H, I, H, true});
+      x.down.push_back(MatrixView{*slot[kDown], e * I * H, H, I, H, true});
     } else {  // gate_up [E, 2I, H], down [E, H, I]
-      x.gate.push_back(Mat{*slot[kGateUp], e * 2 * I * H, I, H, H});
-      x.up.push_back(Mat{*slot[kGateUp], e * 2 * I * H + I * H, I, H, H});
-      x.down.push_back(Mat{*slot[kDown], e * H * I, H, I, I});
+      x.gate.push_back(MatrixView{*slot[kGateUp], e * 2 * I * H, I, H, H});
+      x.up.push_back(MatrixView{*slot[kGateUp], e * 2 * I * H + I * H, I, H, H});
+      x.down.push_back(MatrixView{*slot[kDown], e * H * I, H, I, I});
     }
     if (fp8) {
-      x.gate_s.push_back(Mat{*slot[kGateUpScale], e * 2 * ib * hb, ib, hb, hb});
-      x.up_s.push_back(Mat{*slot[kGateUpScale], e * 2 * ib * hb + ib * hb, ib, hb, hb});
-      x.down_s.push_back(Mat{*slot[kDownScale], e * hb * ib, hb, ib, ib});
+      x.gate_s.push_back(MatrixView{*slot[kGateUpScale], e * 2 * ib * hb, ib, hb, hb});
+      x.up_s.push_back(MatrixView{*slot[kGateUpScale], e * 2 * ib * hb + ib * hb, ib, hb, hb});
+      x.down_s.push_back(MatrixView{*slot[kDownScale], e * hb * ib, hb, ib, ib});
     }
     if (f.expert_biases) {
-      x.gate_up_bias.push_back(Mat{*slot[kGateUpBias], e * 2 * I, 1, 2 * I, 2 * I});
-      x.down_bias.push_back(Mat{*slot[kDownBias], e * H, 1, H, H});
+      x.gate_up_bias.push_back(MatrixView{*slot[kGateUpBias], e * 2 * I, 1, 2 * I, 2 * I});
+      x.down_bias.push_back(MatrixView{*slot[kDownBias], e * H, 1, H, H});
     }
   }
   return x;

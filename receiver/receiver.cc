@@ -5,6 +5,7 @@
 #include <future>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -23,7 +24,7 @@ constexpr absl::Duration kPoll = absl::Seconds(1);
 absl::Status CheckSameModel(const absl::flat_hash_map<std::string, TensorSpec>& model,
                             uint64_t model_version, const GlobalManifest& manifest) {
   std::vector<std::string> extra, changed, missing;
-  absl::flat_hash_map<std::string, bool> seen;
+  absl::flat_hash_set<std::string> seen;
   for (const ManifestTensor& t : manifest.tensors) {
     auto it = model.find(t.spec.name);
     if (it == model.end()) {
@@ -31,7 +32,7 @@ absl::Status CheckSameModel(const absl::flat_hash_map<std::string, TensorSpec>& 
     } else if (!(it->second == t.spec)) {
       changed.push_back(absl::StrCat(DebugString(t.spec), " (was ", DebugString(it->second), ")"));
     }
-    seen[t.spec.name] = true;
+    seen.insert(t.spec.name);
   }
   for (const auto& [name, spec] : model) {
     if (!seen.contains(name)) missing.push_back(name);
