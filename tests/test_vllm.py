@@ -6,6 +6,7 @@ tokens and logprobs must equal, bit for bit, those of a fresh vLLM engine
 loaded from the trainer's save_pretrained of the same step."""
 
 import os
+import time
 
 import pytest
 
@@ -141,6 +142,10 @@ def test_a_voted_down_version_leaves_the_engine_exactly_as_it_was(tmp_path, host
     recv.send_signal(9)
     recv.wait()
     recv = g.start_recv(3, "--test-exit-after-bucket", "0", "--test-fault-version", "3")
+    # Let the restarted receiver start before version 3 is announced: one that
+    # starts after it sees its predecessor in the generation and waits for
+    # the next update, so the crash hook would never fire.
+    time.sleep(2)
     result, reply = train_and_publish(g, trainer, engine, 3)
     assert isinstance(result, Exception), result
     assert isinstance(reply, HostError), reply
