@@ -9,6 +9,7 @@
 // SIGTERM), 1 a rank failed for good, 2 bad usage.
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -72,9 +73,26 @@ int main(int argc, char** argv) {
   app.add_option("--test-corrupt-bucket", corrupt_bucket, "test hook: flip a byte in this bucket");
   app.add_option("--test-exit-after-bucket", exit_after_bucket,
                  "test hook: exit (as a crash) after receiving this bucket");
+  bool fail_publish = false;
+  app.add_flag("--test-fail-publish", fail_publish,
+               "test hook: fail to publish after the group voted to commit");
   app.add_option("--test-fault-version", fault_version,
                  "test hooks apply to this version only (0: all)");
+  std::string file_mode_text = "0640";
+  app.add_option("--file-mode", file_mode_text,
+                 "permission bits (octal) of the checkpoint files written; directories get "
+                 "search where read is allowed")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  const uint32_t file_mode =
+      static_cast<uint32_t>(std::strtoul(file_mode_text.c_str(), nullptr, 8));
+  if (file_mode_text.empty() || file_mode_text.size() > 4 ||
+      file_mode_text.find_first_not_of("01234567") != std::string::npos ||
+      (file_mode & ~0666u) != 0 || (file_mode & 0600) != 0600) {
+    std::fprintf(stderr, "weightcast-recv: --file-mode %s: give octal read/write bits with "
+                         "the owner's both, e.g. 0640 or 0600\n", file_mode_text.c_str());
+    return 2;
+  }
   if (num_ranks < 1 || rank_offset < 1 || cuda_device < 0 || max_updates > 1000000 || shard_bytes < 4096) {
     std::fprintf(stderr, "weightcast-recv: bad --num-ranks, --rank-offset, --cuda-device or --shard-bytes\n");
     return 2;
@@ -110,9 +128,15 @@ int main(int argc, char** argv) {
 
   weightcast::RendezvousKeyValueStore store(rendezvous, token, absl::Seconds(timeout_s));
   std::vector<std::unique_ptr<weightcast::Receiver>> receivers;
+  auto out_dir = [&](int rank) {
+    return num_ranks == 1 ? out : absl::StrCat(out, "/rank", rank);
+  };
   for (int i = 0; i < num_ranks; ++i) {
     weightcast::ReceiverOptions opts;
     opts.rank = rank_offset + i;
+    absl::StatusOr<uint64_t> latest = weightcast::CheckpointWriter::ReadLatest(out_dir(opts.rank));
+    if (latest.ok() && !discard) opts.published_version = *latest;
+    opts.test_fail_publish = fail_publish;
     opts.cuda_device = cuda_device;
     opts.op_timeout = absl::Seconds(timeout_s);
     opts.test_corrupt_bucket = corrupt_bucket;
@@ -135,9 +159,9 @@ int main(int argc, char** argv) {
   for (int i = 0; i < num_ranks; ++i) {
     threads.emplace_back([&, i] {
       const int rank = rank_offset + i;
-      const std::string dir = num_ranks == 1 ? out : absl::StrCat(out, "/rank", rank);
+      const std::string dir = out_dir(rank);
       (void)weightcast::CheckpointWriter::CleanStaleTemps(dir);
-      weightcast::CheckpointDirSink checkpoint(dir, shard_bytes);
+      weightcast::CheckpointDirSink checkpoint(dir, shard_bytes, file_mode);
       weightcast::TransformingSink vllm_sink(&checkpoint,
                                              weightcast::VllmLayoutBuilder(family, vllm));
       weightcast::DiscardSink discarding;

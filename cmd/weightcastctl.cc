@@ -165,6 +165,12 @@ int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double 
         std::printf("%sfailed version %llu: %s (code %d)\n", tty ? "\n" : "",
                     static_cast<unsigned long long>(ev.failed().version()),
                     ev.failed().message().c_str(), ev.failed().code());
+        // Committed by the group, not published everywhere: who holds what.
+        for (const auto& r : ev.failed().receivers()) {
+          std::printf("  rank %u holds version %llu%s%s\n", r.rank(),
+                      static_cast<unsigned long long>(r.version()), r.error().empty() ? "" : ": ",
+                      r.error().c_str());
+        }
         outcome = kFailed;
         break;
       default:
@@ -354,7 +360,12 @@ int main(int argc, char** argv) {
                           {"registered_tensors", r.registered_tensors()},
                           {"rank", r.rank()},
                           {"world_size", r.world_size()},
-                          {"generation", r.generation()}};
+                          {"generation", r.generation()},
+                          {"receivers", nlohmann::json::array()}};
+      for (const auto& v : r.receivers()) {
+        j["receivers"].push_back(
+            {{"rank", v.rank()}, {"version", v.version()}, {"error", v.error()}});
+      }
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::printf("state %s, rank %u of %u, generation %llu, last committed %llu, %llu ok / %llu "
@@ -366,6 +377,11 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(r.updates_failed()),
                   Human(r.bytes_sent()).c_str(), r.registered_tensors(),
                   r.last_error().empty() ? "" : ", last error: ", r.last_error().c_str());
+      for (const auto& v : r.receivers()) {
+        std::printf("  receiver rank %u publishes version %llu%s%s\n", v.rank(),
+                    static_cast<unsigned long long>(v.version()), v.error().empty() ? "" : ": ",
+                    v.error().c_str());
+      }
     }
     return kOk;
   }

@@ -1,6 +1,7 @@
 #include "common/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -33,8 +34,8 @@ absl::StatusOr<std::string> ReadText(const std::string& path) {
   return s.str();
 }
 
-absl::Status WriteTextSynced(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+absl::Status WriteTextSynced(const std::string& path, const std::string& text, uint32_t mode) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 07777);
   if (fd < 0) return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
   const char* p = text.data();
   size_t left = text.size();
@@ -42,15 +43,19 @@ absl::Status WriteTextSynced(const std::string& path, const std::string& text) {
     const ssize_t n = ::write(fd, p, left);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
+      const int e = errno;
       ::close(fd);
-      return absl::InternalError(absl::StrCat(path, ": ", std::strerror(errno)));
+      return absl::Status(e == ENOSPC || e == EDQUOT ? absl::StatusCode::kResourceExhausted
+                                                     : absl::StatusCode::kInternal,
+                          absl::StrCat(path, ": ", std::strerror(e)));
     }
     p += n;
     left -= n;
   }
   const bool ok = ::fsync(fd) == 0;
+  const int e = errno;
   ::close(fd);
-  if (!ok) return absl::InternalError(absl::StrCat(path, ": fsync failed"));
+  if (!ok) return absl::InternalError(absl::StrCat(path, ": fsync: ", std::strerror(e)));
   return absl::OkStatus();
 }
 
@@ -140,8 +145,12 @@ std::vector<HostSource> CheckpointDir::sources() const {
 
 absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(
     const std::string& out_root, uint64_t version, std::vector<TensorSpec> tensors,
-    std::string config_json, uint64_t max_shard_bytes) {
+    std::string config_json, uint64_t max_shard_bytes, uint32_t file_mode) {
   if (max_shard_bytes == 0) return absl::InvalidArgumentError("max_shard_bytes is 0");
+  if ((file_mode & ~0666u) != 0 || (file_mode & 0600) != 0600) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "file mode %04o: give read and write bits only, and the owner both", file_mode));
+  }
   std::error_code ec;
   fs::create_directories(out_root, ec);
   if (ec) return absl::InternalError(absl::StrCat(out_root, ": ", ec.message()));
@@ -149,11 +158,13 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(
   w->out_root_ = out_root;
   w->version_ = version;
   w->config_json_ = std::move(config_json);
+  w->file_mode_ = file_mode;
   w->tmp_dir_ = absl::StrCat(out_root, "/.tmp-step_", version, "-", ::getpid(), "-",
                              g_tmp_counter++);
   fs::remove_all(w->tmp_dir_, ec);
-  if (!fs::create_directory(w->tmp_dir_, ec)) {
-    return absl::InternalError(absl::StrCat(w->tmp_dir_, ": ", ec.message()));
+  // Search wherever read is allowed: 0640 files live in a 0750 directory.
+  if (::mkdir(w->tmp_dir_.c_str(), file_mode | ((file_mode & 0444) >> 2)) != 0) {
+    return absl::InternalError(absl::StrCat(w->tmp_dir_, ": ", std::strerror(errno)));
   }
   // Plan shards.
   std::vector<std::vector<size_t>> plan;
@@ -181,7 +192,7 @@ absl::StatusOr<std::unique_ptr<CheckpointWriter>> CheckpointWriter::Begin(
     }
     ASSIGN_OR_RETURN(auto shard, SafetensorsFileWriter::Create(absl::StrCat(w->tmp_dir_, "/", name),
                                                                std::move(specs),
-                                                               {{"format", "pt"}}));
+                                                               {{"format", "pt"}}, file_mode));
     w->shard_names_.push_back(name);
     w->shards_.push_back(std::move(shard));
   }
@@ -207,8 +218,9 @@ absl::Status CheckpointWriter::Write(size_t index, uint64_t offset, const std::b
   return shards_[shard]->Write(k, offset, data, bytes);
 }
 
-absl::StatusOr<std::string> CheckpointWriter::Commit() {
+absl::Status CheckpointWriter::Prepare() {
   if (done_) return absl::FailedPreconditionError("checkpoint already committed or aborted");
+  if (prepared_) return absl::OkStatus();
   uint64_t total = 0;
   // nlohmann::json objects are sorted maps: the index lists tensors by name
   // (and "metadata" before "weight_map") at n log n.
@@ -222,14 +234,31 @@ absl::StatusOr<std::string> CheckpointWriter::Commit() {
   nlohmann::json index;
   index["metadata"] = {{"total_size", total}};
   index["weight_map"] = std::move(weight_map);
-  RETURN_IF_ERROR(WriteTextSynced(tmp_dir_ + "/model.safetensors.index.json", index.dump(2)));
+  RETURN_IF_ERROR(
+      WriteTextSynced(tmp_dir_ + "/model.safetensors.index.json", index.dump(2), file_mode_));
   if (!config_json_.empty()) {
-    RETURN_IF_ERROR(WriteTextSynced(tmp_dir_ + "/config.json", config_json_));
+    RETURN_IF_ERROR(WriteTextSynced(tmp_dir_ + "/config.json", config_json_, file_mode_));
   }
   SyncDir(tmp_dir_);
   const std::string final_dir = absl::StrCat(out_root_, "/step_", version_);
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) {
+    return absl::FailedPreconditionError(absl::StrCat(final_dir, " already exists"));
+  }
+  // The next LATEST, in a name of this writer's own: Commit only renames it.
+  const std::string latest_tmp = absl::StrCat(tmp_dir_, ".LATEST");
+  RETURN_IF_ERROR(WriteTextSynced(latest_tmp, absl::StrCat(version_, "\n"), file_mode_));
+  latest_tmp_ = latest_tmp;
+  SyncDir(out_root_);
+  prepared_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CheckpointWriter::Commit() {
+  RETURN_IF_ERROR(Prepare());
+  const std::string final_dir = absl::StrCat(out_root_, "/step_", version_);
   // RENAME_NOREPLACE: never replace a published version, even an empty one
-  // another writer created between a check and the rename.
+  // another writer created between Prepare's check and the rename.
   if (::renameat2(AT_FDCWD, tmp_dir_.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) != 0) {
     const int e = errno;
     if (e == EEXIST || e == ENOTEMPTY) {
@@ -237,12 +266,15 @@ absl::StatusOr<std::string> CheckpointWriter::Commit() {
     }
     return absl::InternalError(absl::StrCat("rename to ", final_dir, ": ", std::strerror(e)));
   }
+  const std::string latest = out_root_ + "/LATEST";
+  if (::rename(latest_tmp_.c_str(), latest.c_str()) != 0) {
+    const int e = errno;
+    // Undo the first rename: a step_<version> that LATEST does not name is
+    // what readers must never see. Abort then removes both.
+    (void)::renameat2(AT_FDCWD, final_dir.c_str(), AT_FDCWD, tmp_dir_.c_str(), RENAME_NOREPLACE);
+    return absl::InternalError(absl::StrCat("replacing ", latest, ": ", std::strerror(e)));
+  }
   done_ = true;
-  std::error_code ec;
-  const std::string latest_tmp = absl::StrCat(out_root_, "/.LATEST.tmp-", ::getpid());
-  RETURN_IF_ERROR(WriteTextSynced(latest_tmp, absl::StrCat(version_, "\n")));
-  fs::rename(latest_tmp, out_root_ + "/LATEST", ec);
-  if (ec) return absl::InternalError(absl::StrCat("updating LATEST: ", ec.message()));
   SyncDir(out_root_);
   return final_dir;
 }
@@ -253,6 +285,7 @@ void CheckpointWriter::Abort() {
   shards_.clear();
   std::error_code ec;
   fs::remove_all(tmp_dir_, ec);
+  if (!latest_tmp_.empty()) fs::remove(latest_tmp_, ec);
 }
 
 absl::Status CheckpointWriter::CleanStaleTemps(const std::string& out_root) {

@@ -2,11 +2,13 @@
 // model.safetensors.index.json and config.json.
 //
 // CheckpointDir reads one (what a sender registers). CheckpointWriter writes
-// one version for a receiver: everything goes into a temporary directory
-// that Commit renames to OUT/step_<version> in one step, then OUT/LATEST is
-// replaced (write + rename) with the version number. Abort, or destruction
-// without Commit, removes the temporary directory: readers never see a
-// partial version.
+// one version for a receiver in two phases. Prepare does everything that
+// can fail for want of space or a bad disk: every file of the version
+// (shards, index, config) and the next OUT/LATEST, written and synced in
+// temporary names. Commit then only renames: the temporary directory to
+// OUT/step_<version>, then the prepared LATEST over OUT/LATEST. Abort, or
+// destruction without Commit, removes the temporary files: readers never
+// see a partial version, nor a step_<version> that LATEST does not name.
 #ifndef WEIGHTCAST_COMMON_CHECKPOINT_H_
 #define WEIGHTCAST_COMMON_CHECKPOINT_H_
 
@@ -52,18 +54,27 @@ class CheckpointWriter {
   // Plans shards of at most `max_shard_bytes` (tensors in the given order; a
   // tensor larger than that gets a shard of its own), names them
   // model-0000i-of-0000n.safetensors (model.safetensors when one), and
-  // creates them in OUT/.tmp-step_<version>-<pid>-<n>.
+  // creates them, with their space reserved, in
+  // OUT/.tmp-step_<version>-<pid>-<n>. Files get permission bits
+  // `file_mode` (directories the same plus search where read is allowed).
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<CheckpointWriter>> Begin(
       const std::string& out_root, uint64_t version, std::vector<TensorSpec> tensors,
-      std::string config_json, uint64_t max_shard_bytes);
+      std::string config_json, uint64_t max_shard_bytes, uint32_t file_mode = kDefaultFileMode);
+  static constexpr uint32_t kDefaultFileMode = 0640;
   ~CheckpointWriter();
 
   // Bytes [offset, offset + bytes) of tensor `index` (in Begin's order).
   [[nodiscard]] absl::Status Write(size_t index, uint64_t offset, const std::byte* data,
                                    uint64_t bytes);
-  // Finishes every shard, writes model.safetensors.index.json and
-  // config.json, syncs, renames into OUT/step_<version> (FAILED_PRECONDITION
-  // if it exists) and updates OUT/LATEST. Returns the final directory.
+  // Finishes every shard (FAILED_PRECONDITION naming a tensor not fully
+  // written), writes model.safetensors.index.json, config.json and the next
+  // LATEST, and syncs them. FAILED_PRECONDITION when OUT/step_<version>
+  // exists already; RESOURCE_EXHAUSTED / INTERNAL naming the file for I/O
+  // errors. Nothing is visible in OUT afterwards.
+  [[nodiscard]] absl::Status Prepare();
+  // Prepares when that was not done, then renames into OUT/step_<version>
+  // and replaces OUT/LATEST. Should the second rename fail, the first is
+  // undone: OUT shows the previous version. Returns the final directory.
   [[nodiscard]] absl::StatusOr<std::string> Commit();
   void Abort();
 
@@ -81,10 +92,13 @@ class CheckpointWriter {
   std::string tmp_dir_;
   uint64_t version_ = 0;
   std::string config_json_;
+  uint32_t file_mode_ = kDefaultFileMode;
+  std::string latest_tmp_;  // the prepared LATEST; empty until Prepare
   std::vector<TensorSpec> tensors_;
   std::vector<std::string> shard_names_;                        // per shard
   std::vector<std::unique_ptr<SafetensorsFileWriter>> shards_;  // per shard
   std::vector<std::pair<size_t, size_t>> where_;                // tensor -> (shard, index)
+  bool prepared_ = false;
   bool done_ = false;
 };
 

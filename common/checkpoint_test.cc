@@ -5,6 +5,9 @@
 #include <fstream>
 #include <random>
 
+#include <sys/stat.h>
+
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tools/testing/python.h"
 
@@ -123,6 +126,108 @@ TEST(CheckpointTest, AbortAndDestructionLeaveNothingAndKeepThePreviousVersion) {
   std::sort(entries.begin(), entries.end());
   EXPECT_EQ(entries, (std::vector<std::string>{"LATEST", "step_1"}));
   EXPECT_EQ(CheckpointWriter::ReadLatest(root).value(), 1u);
+}
+
+// Writes every byte of `m` into a writer of version `v`.
+std::unique_ptr<CheckpointWriter> Filled(const std::string& root, uint64_t v, const Model& m,
+                                         uint32_t mode = CheckpointWriter::kDefaultFileMode) {
+  auto w = CheckpointWriter::Begin(root, v, m.specs, R"({"model_type":"dense"})", 1 << 20, mode);
+  EXPECT_TRUE(w.ok()) << w.status();
+  if (!w.ok()) return nullptr;
+  for (size_t i = 0; i < m.specs.size(); ++i) {
+    EXPECT_TRUE((*w)->Write(i, 0, m.data[i].data(), m.specs[i].ByteSize()).ok());
+  }
+  return *std::move(w);
+}
+
+std::vector<std::string> VisibleEntries(const std::string& root) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string name = e.path().filename();
+    if (name.rfind(".tmp-", 0) != 0) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST(CheckpointTest, PrepareWritesEverythingAndShowsNothingUntilCommitRenames) {
+  Model m = MakeModel();
+  const std::string root = FreshDir("two_phase");
+  ASSERT_TRUE(WriteVersion(root, 1, m, 1 << 20).ok());
+  std::unique_ptr<CheckpointWriter> w = Filled(root, 2, m);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->Prepare().ok());
+  // Prepared: index, config and the next LATEST exist, under temporary names.
+  bool index = false, config = false, latest = false;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    const std::string p = e.path().string();
+    if (p.find("/.tmp-step_2") == std::string::npos) continue;
+    index = index || e.path().filename() == "model.safetensors.index.json";
+    config = config || e.path().filename() == "config.json";
+    latest = latest || absl::EndsWith(p, ".LATEST");
+  }
+  EXPECT_TRUE(index && config && latest);
+  EXPECT_EQ(VisibleEntries(root), (std::vector<std::string>{"LATEST", "step_1"}));
+  EXPECT_EQ(CheckpointWriter::ReadLatest(root).value(), 1u);
+  absl::StatusOr<std::string> path = w->Commit();
+  ASSERT_TRUE(path.ok()) << path.status();
+  EXPECT_EQ(CheckpointWriter::ReadLatest(root).value(), 2u);
+  EXPECT_TRUE(CheckpointDir::Open(*path).ok());
+  // Renames only: nothing temporary is left.
+  for (const auto& e : fs::directory_iterator(root)) {
+    EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u) << e.path();
+  }
+}
+
+TEST(CheckpointTest, AnExistingStepFailsPrepareAndAFailedLatestUndoesTheStepRename) {
+  Model m = MakeModel();
+  const std::string root = FreshDir("two_phase_fail");
+  ASSERT_TRUE(WriteVersion(root, 1, m, 1 << 20).ok());
+  fs::create_directories(root + "/step_2");
+  std::unique_ptr<CheckpointWriter> w = Filled(root, 2, m);
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->Prepare().code(), absl::StatusCode::kFailedPrecondition);
+  w.reset();
+  fs::remove(root + "/step_2");
+  // LATEST cannot be replaced (a directory in its place): the step_3 rename
+  // is undone, so no step_3 shows that LATEST does not name.
+  fs::remove(root + "/LATEST");
+  fs::create_directories(root + "/LATEST/x");
+  w = Filled(root, 3, m);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->Prepare().ok());
+  absl::StatusOr<std::string> c = w->Commit();
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(c.status().message().find("LATEST"), std::string::npos) << c.status();
+  EXPECT_FALSE(fs::exists(root + "/step_3"));
+  w.reset();
+  EXPECT_EQ(VisibleEntries(root), (std::vector<std::string>{"LATEST", "step_1"}));
+  for (const auto& e : fs::directory_iterator(root)) {
+    EXPECT_NE(e.path().filename().string().rfind(".tmp-", 0), 0u) << e.path();
+  }
+}
+
+TEST(CheckpointTest, FilesGetTheConfiguredMode) {
+  Model m = MakeModel();
+  const std::string root = FreshDir("modes");
+  const mode_t old_umask = ::umask(0);
+  for (uint32_t mode : {0600u, 0640u, 0644u}) {
+    std::unique_ptr<CheckpointWriter> w = Filled(root, mode, m, mode);
+    ASSERT_NE(w, nullptr);
+    absl::StatusOr<std::string> path = w->Commit();
+    ASSERT_TRUE(path.ok()) << path.status();
+    for (const auto& e : fs::directory_iterator(*path)) {
+      EXPECT_EQ(static_cast<uint32_t>(e.status().permissions()), mode) << e.path();
+    }
+    EXPECT_EQ(static_cast<uint32_t>(fs::status(*path).permissions()),
+              mode | ((mode & 0444) >> 2));
+    EXPECT_EQ(static_cast<uint32_t>(fs::status(root + "/LATEST").permissions()), mode);
+  }
+  ::umask(old_umask);
+  EXPECT_EQ(CheckpointWriter::Begin(root, 9, m.specs, "", 1 << 20, 0755).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckpointWriter::Begin(root, 9, m.specs, "", 1 << 20, 0044).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CheckpointTest, CleanStaleTempsAndReaderRejections) {

@@ -1,6 +1,14 @@
 // MappedFile: a whole file mapped read-only and shared (MAP_SHARED), so
 // writes by another process (a trainer updating its shared-memory file in
 // place) are seen. Used for shared-memory tensor files and safetensors.
+//
+// Reads never kill the process: should the owner truncate the file while it
+// is read (its pages past the new end would raise SIGBUS), the process-wide
+// SIGBUS handler this class installs puts a zero page where the read
+// faulted, counts the fault against this file and lets the read go on.
+// CheckUnchanged then reports the file as truncated, so a version read from
+// it is refused. A SIGBUS outside every mapping keeps its default action
+// (or the handler installed before).
 #ifndef WEIGHTCAST_COMMON_MAPPED_FILE_H_
 #define WEIGHTCAST_COMMON_MAPPED_FILE_H_
 
@@ -28,10 +36,17 @@ class MappedFile {
   [[nodiscard]] const std::string& path() const { return path_; }
 
   // OK while `path` still names the mapped file (same device and inode) at
-  // its mapped size or more; FAILED_PRECONDITION naming the path when it was
-  // removed, replaced (a new file renamed over it: the mapping would keep
-  // showing the old bytes) or truncated (reads would fault).
+  // its mapped size or more and no read of it faulted; FAILED_PRECONDITION
+  // naming the path when it was removed, replaced (a new file renamed over
+  // it: the mapping would keep showing the old bytes) or truncated (now, or
+  // for a while: reads faulted and saw zeros).
   [[nodiscard]] absl::Status CheckUnchanged() const;
+  // Reads of this mapping that faulted (and saw a zero page instead).
+  [[nodiscard]] uint64_t faults() const;
+  // The file's modification time (ns since the epoch): a write(2) to it
+  // moves it, so an update can tell whether its sources were written while
+  // read. FAILED_PRECONDITION naming the path when it is gone.
+  [[nodiscard]] absl::StatusOr<int64_t> ModifiedNs() const;
 
   // Pointer to [offset, offset + bytes); INVALID_ARGUMENT naming the path,
   // offset, length and file size when it does not fit.
@@ -44,6 +59,7 @@ class MappedFile {
   const std::byte* data_;
   uint64_t size_;
   uint64_t device_ = 0, inode_ = 0;
+  int guard_slot_ = -1;  // in the SIGBUS handler's table; -1: unguarded
 };
 
 }  // namespace weightcast

@@ -193,7 +193,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> SafetensorsFileWriter::Create(
     const std::string& path, std::vector<TensorSpec> specs,
-    const std::map<std::string, std::string>& metadata) {
+    const std::map<std::string, std::string>& metadata, uint32_t mode) {
   std::unique_ptr<SafetensorsFileWriter> w(new SafetensorsFileWriter());
   w->path_ = path;
   absl::flat_hash_set<std::string> names;
@@ -208,7 +208,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> SafetensorsFileWriter::Cr
     cursor += s.ByteSize();
   }
   const std::string header = HeaderJson(specs, rel, metadata);
-  w->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  w->fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode & 07777);
   if (w->fd_ < 0) {
     return absl::InternalError(absl::StrCat(path, ": create: ", std::strerror(errno)));
   }
@@ -217,7 +217,15 @@ absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> SafetensorsFileWriter::Cr
   RETURN_IF_ERROR(PWriteAll(w->fd_, path, len, 8, 0));
   RETURN_IF_ERROR(PWriteAll(w->fd_, path, header.data(), header.size(), 8));
   const uint64_t data_start = 8 + header.size();
-  if (::ftruncate(w->fd_, static_cast<off_t>(data_start + cursor)) != 0) {
+  const off_t size = static_cast<off_t>(data_start + cursor);
+  if (::fallocate(w->fd_, 0, 0, size) != 0) {
+    const int e = errno;
+    if (e != EOPNOTSUPP && e != ENOSYS) {
+      return absl::ResourceExhaustedError(absl::StrCat(path, ": reserving ", size, " bytes: ",
+                                                       std::strerror(e)));
+    }
+  }
+  if (::ftruncate(w->fd_, size) != 0) {
     return absl::InternalError(absl::StrCat(path, ": ftruncate: ", std::strerror(errno)));
   }
   for (uint64_t r : rel) w->offsets_.push_back(data_start + r);

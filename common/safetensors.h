@@ -54,9 +54,12 @@ class SafetensorsFile {
 // byte was written and syncs.
 class SafetensorsFileWriter {
  public:
+  // Creates `path` with permission bits `mode` (umask applies) and reserves
+  // its whole size on disk (fallocate, where the file system has it): a full
+  // disk fails here, naming the file, rather than in the middle of a version.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> Create(
       const std::string& path, std::vector<TensorSpec> specs,
-      const std::map<std::string, std::string>& metadata);
+      const std::map<std::string, std::string>& metadata, uint32_t mode = 0644);
   ~SafetensorsFileWriter();
 
   // Bytes [offset, offset + bytes) of tensor `index`.

@@ -67,6 +67,63 @@ std::string MemberKey(uint64_t g, int rank) {
   return absl::StrCat(GenerationPrefix(g), "member/", rank);
 }
 std::string DoneKey(uint64_t seq) { return absl::StrCat("done/", seq); }
+std::string PublishKey(uint64_t seq, int rank) {
+  return absl::StrCat("publish/", seq, "/", rank);
+}
+std::string PublishedKey(int rank) { return absl::StrCat("published/", rank); }
+
+std::string EncodePublishReport(uint64_t version, const std::string& error) {
+  return error.empty() ? absl::StrCat(version) : absl::StrCat(version, " ", error);
+}
+
+absl::StatusOr<RankVersion> DecodePublishReport(int rank, const std::string& text) {
+  const size_t space = text.find(' ');
+  RankVersion r{.rank = static_cast<uint32_t>(rank)};
+  if (!absl::SimpleAtoi(text.substr(0, space), &r.version) ||
+      (space != std::string::npos && space + 1 == text.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rendezvous: malformed publish report of rank ", rank));
+  }
+  if (space != std::string::npos) r.error = text.substr(space + 1);
+  return r;
+}
+
+std::vector<RankVersion> PublishedVersions(KeyValueStore& store, int first, int end,
+                                           absl::Time deadline) {
+  std::vector<RankVersion> out;
+  for (int r = first; r < end; ++r) {
+    RankVersion v{.rank = static_cast<uint32_t>(r)};
+    absl::StatusOr<std::string> text = store.Get(PublishedKey(r), deadline);
+    if (text.ok() && !absl::SimpleAtoi(*text, &v.version)) v.error = "malformed published key";
+    if (!text.ok() && !absl::IsNotFound(text.status())) v.error = std::string(text.status().message());
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+std::vector<RankVersion> CollectPublishReports(KeyValueStore& store, uint64_t seq, int first,
+                                               int end, absl::Time deadline) {
+  std::vector<std::string> keys;
+  for (int r = first; r < end; ++r) keys.push_back(PublishKey(seq, r));
+  (void)store.Wait(keys, deadline);  // who is missing shows below
+  std::vector<RankVersion> out;
+  const absl::Time get_by = std::max(deadline, absl::Now() + absl::Seconds(2));
+  for (int r = first; r < end; ++r) {
+    absl::StatusOr<std::string> text = store.Get(PublishKey(seq, r), get_by);
+    absl::StatusOr<RankVersion> v =
+        text.ok() ? DecodePublishReport(r, *text) : absl::StatusOr<RankVersion>(text.status());
+    if (v.ok()) {
+      out.push_back(*std::move(v));
+      continue;
+    }
+    std::vector<RankVersion> last = PublishedVersions(store, r, r + 1, get_by);
+    last[0].error = absl::IsNotFound(v.status())
+                        ? "no report that it published (stopped or stalled after the vote?)"
+                        : std::string(v.status().message());
+    out.push_back(std::move(last[0]));
+  }
+  return out;
+}
 
 GroupMember::GroupMember(KeyValueStore* store, TransportFactory factory, int rank)
     : store_(store), factory_(std::move(factory)), rank_(rank) {
@@ -260,6 +317,7 @@ void CollectUpdate(KeyValueStore& store, uint64_t seq) {
   // Best effort: a key left behind costs a slot, never correctness.
   (void)store.Erase(keys);
   (void)store.ErasePrefix(absl::StrCat("error/", seq, "/"));
+  (void)store.ErasePrefix(absl::StrCat("publish/", seq, "/"));
 }
 
 absl::StatusOr<Announcement> AwaitAnnouncement(KeyValueStore& store, uint64_t seq,

@@ -11,7 +11,9 @@
 // the next update under gen+1 when that key exists or its own transport is
 // not healthy, so a rank that died and came back, or a group that timed out,
 // re-forms at the next update without anyone restarting.
-// Receivers report why they voted against a commit in "error/<seq>/<rank>".
+// Receivers report why they voted against a commit in "error/<seq>/<rank>",
+// and after a commit whether they published it in "publish/<seq>/<rank>";
+// "published/<rank>" holds the version each receiver rank last published.
 #ifndef WEIGHTCAST_PROTOCOL_GROUP_H_
 #define WEIGHTCAST_PROTOCOL_GROUP_H_
 
@@ -83,6 +85,35 @@ std::string GenerationPrefix(uint64_t generation);
 std::string MemberKey(uint64_t generation, int rank);
 // Set by sender 0 when update `seq` has ended (committed or failed).
 std::string DoneKey(uint64_t seq);
+// A receiver's report, after the group voted to commit update `seq`, of
+// what it published (EncodePublishReport).
+std::string PublishKey(uint64_t seq, int rank);
+// The version receiver `rank` last published (decimal), kept across updates.
+std::string PublishedKey(int rank);
+
+// What one receiver rank holds after an update: the version it publishes
+// now (0: none it knows of) and, when it failed to publish the committed
+// one, why.
+struct RankVersion {
+  uint32_t rank = 0;
+  uint64_t version = 0;
+  std::string error;
+  friend bool operator==(const RankVersion&, const RankVersion&) = default;
+};
+[[nodiscard]] std::string EncodePublishReport(uint64_t version, const std::string& error);
+// INVALID_ARGUMENT on anything malformed.
+[[nodiscard]] absl::StatusOr<RankVersion> DecodePublishReport(int rank, const std::string& text);
+
+// Waits, until `deadline`, for the publish reports of receiver ranks
+// [first, end) of update `seq`; a rank that sent none by then is reported
+// with the version it last published and the error "no report".
+[[nodiscard]] std::vector<RankVersion> CollectPublishReports(KeyValueStore& store, uint64_t seq,
+                                                             int first, int end,
+                                                             absl::Time deadline);
+// The versions receiver ranks [first, end) last published ("published/"),
+// as far as the store answers before `deadline`.
+[[nodiscard]] std::vector<RankVersion> PublishedVersions(KeyValueStore& store, int first, int end,
+                                                         absl::Time deadline);
 // The coordinator keeps the keys of the newest kUpdatesKept updates; when it
 // announces update `seq` it collects those of seq - kUpdatesKept (its
 // announcement, end marker, receivers' errors, and its version's key if

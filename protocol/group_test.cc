@@ -252,11 +252,14 @@ TEST(GroupTest, FinishedUpdatesKeysAreCollected) {
     ASSERT_TRUE(coordinator.Join(*a, absl::Now() + absl::Seconds(1)).ok());
     ASSERT_TRUE(store.Set(ErrorKey(a->seq, 2), "rank 2 voted no").ok());
     ASSERT_TRUE(store.Set(DoneKey(a->seq), "ended").ok());
+    ASSERT_TRUE(store.Set(PublishKey(a->seq, 2), EncodePublishReport(version, "")).ok());
+    ASSERT_TRUE(store.Set(PublishedKey(2), absl::StrCat(version)).ok());
   }
   // What is left: the newest two updates, their version keys, the sequence
-  // number, and the current generation's member key.
+  // number, the current generation's member key and rank 2's version.
   std::vector<std::string> keys = store.Keys();
-  EXPECT_LE(keys.size(), 10u) << absl::StrJoin(keys, " ");
+  EXPECT_LE(keys.size(), 13u) << absl::StrJoin(keys, " ");
+  EXPECT_TRUE(absl::IsNotFound(store.Get(PublishKey(LastAnnouncedSeq(store).value() - 2, 2)).status()));
   const uint64_t last = LastAnnouncedSeq(store).value();
   EXPECT_EQ(last, 1000u);
   for (uint64_t seq : {last - 1, last}) {
@@ -270,6 +273,35 @@ TEST(GroupTest, FinishedUpdatesKeysAreCollected) {
   auto current = AwaitUpdate(store, version, last - 1, absl::Now() + absl::Seconds(1));
   ASSERT_TRUE(current.ok()) << current.status();
   EXPECT_EQ(current->seq, last);
+}
+
+TEST(GroupTest, PublishReportsRoundTripAndMissingOnesAreNamed) {
+  EXPECT_EQ(DecodePublishReport(2, EncodePublishReport(7, "")).value(),
+            (RankVersion{.rank = 2, .version = 7}));
+  EXPECT_EQ(DecodePublishReport(3, EncodePublishReport(6, "disk full: x y")).value(),
+            (RankVersion{.rank = 3, .version = 6, .error = "disk full: x y"}));
+  for (const char* bad : {"", "x", "7 ", "-1", "18446744073709551616"}) {
+    EXPECT_EQ(DecodePublishReport(2, bad).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
+  MapStore store;
+  ASSERT_TRUE(store.Set(PublishKey(5, 2), EncodePublishReport(9, "")).ok());
+  ASSERT_TRUE(store.Set(PublishKey(5, 3), EncodePublishReport(8, "rename failed")).ok());
+  ASSERT_TRUE(store.Set(PublishedKey(4), "8").ok());
+  const absl::Time start = absl::Now();
+  std::vector<RankVersion> got =
+      CollectPublishReports(store, 5, 2, 5, absl::Now() + absl::Milliseconds(300));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], (RankVersion{.rank = 2, .version = 9}));
+  EXPECT_EQ(got[1], (RankVersion{.rank = 3, .version = 8, .error = "rename failed"}));
+  // Rank 4 sent no report: what it last published, and that it is silent.
+  EXPECT_EQ(got[2].rank, 4u);
+  EXPECT_EQ(got[2].version, 8u);
+  EXPECT_NE(got[2].error.find("no report"), std::string::npos) << got[2].error;
+  std::vector<RankVersion> published = PublishedVersions(store, 2, 5, absl::Now() + absl::Seconds(1));
+  EXPECT_EQ(published[0].version, 0u);
+  EXPECT_EQ(published[2].version, 8u);
 }
 
 TEST(GroupTest, ARestartedRankNeverJoinsAGenerationItsPredecessorWasIn) {

@@ -71,6 +71,7 @@ class BracketedSink final : public weightcast::Sink {
     return inner_.Write(tensor, offset, data, bytes);
   }
   absl::Status EndBucket() override { return inner_.EndBucket(); }
+  absl::Status Prepare() override { return inner_.Prepare(); }
   absl::StatusOr<std::string> Commit() override {
     absl::StatusOr<std::string> where = inner_.Commit();
     if (!where.ok()) return where;

@@ -10,6 +10,7 @@ absl::Status CallbackSink::Begin(const GlobalManifest& manifest) {
   manifest_ = &manifest;
   partial_.clear();
   delivered_ = 0;
+  prepared_ = false;
   return cb_.begin ? cb_.begin(manifest.weight_version, manifest) : absl::OkStatus();
 }
 
@@ -70,12 +71,12 @@ absl::Status CallbackSink::EndBucket() {
   return copier_ == nullptr ? absl::OkStatus() : copier_->Wait();
 }
 
-absl::StatusOr<std::string> CallbackSink::Commit() {
-  if (manifest_ == nullptr) return absl::FailedPreconditionError("Commit before Begin");
+absl::Status CallbackSink::Prepare() {
+  if (manifest_ == nullptr) return absl::FailedPreconditionError("Prepare before Begin");
+  if (prepared_) return absl::OkStatus();
   const GlobalManifest& m = *manifest_;
-  const uint64_t version = m.weight_version;
   // On any failure below the version stays open, so that the Abort which
-  // follows a failed Commit reaches the engine's abort callback.
+  // follows reaches the engine's abort callback.
   // Zero-byte tensors have no segment: hand them over now.
   for (const ManifestTensor& t : m.tensors) {
     if (t.spec.ByteSize() != 0) continue;
@@ -85,9 +86,17 @@ absl::StatusOr<std::string> CallbackSink::Commit() {
     ++delivered_;
   }
   if (delivered_ != m.tensors.size() || !partial_.empty()) {
-    return absl::InternalError(absl::StrCat("version ", version, ": ", delivered_, " of ",
-                                            m.tensors.size(), " tensors delivered"));
+    return absl::InternalError(absl::StrCat("version ", m.weight_version, ": ", delivered_,
+                                            " of ", m.tensors.size(), " tensors delivered"));
   }
+  prepared_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> CallbackSink::Commit() {
+  if (manifest_ == nullptr) return absl::FailedPreconditionError("Commit before Begin");
+  RETURN_IF_ERROR(Prepare());
+  const uint64_t version = manifest_->weight_version;
   absl::StatusOr<std::string> where =
       cb_.commit ? cb_.commit(version)
                  : absl::StatusOr<std::string>(

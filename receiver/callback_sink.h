@@ -56,6 +56,7 @@ class CallbackSink final : public Sink {
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
   absl::Status EndBucket() override;
+  absl::Status Prepare() override;
   absl::StatusOr<std::string> Commit() override;
   void Abort() override;
 
@@ -77,6 +78,7 @@ class CallbackSink final : public Sink {
   // Split tensors being assembled, by manifest index.
   std::map<uint32_t, Partial> partial_;
   uint64_t delivered_ = 0;
+  bool prepared_ = false;  // Prepare succeeded for the open version
 };
 
 }  // namespace weightcast

@@ -25,7 +25,7 @@ absl::Status CheckpointDirSink::Begin(const GlobalManifest& manifest) {
   ASSIGN_OR_RETURN(std::string config, SetQuantizationModules(manifest.config_json, specs));
   ASSIGN_OR_RETURN(writer_, CheckpointWriter::Begin(out_root_, manifest.weight_version,
                                                     std::move(specs), std::move(config),
-                                                    max_shard_bytes_));
+                                                    max_shard_bytes_, file_mode_));
   return absl::OkStatus();
 }
 
@@ -33,6 +33,11 @@ absl::Status CheckpointDirSink::Write(uint32_t tensor, uint64_t offset, const st
                                       uint64_t bytes) {
   if (writer_ == nullptr) return absl::FailedPreconditionError("Write before Begin");
   return writer_->Write(tensor, offset, data, bytes);
+}
+
+absl::Status CheckpointDirSink::Prepare() {
+  if (writer_ == nullptr) return absl::FailedPreconditionError("Prepare before Begin");
+  return writer_->Prepare();
 }
 
 absl::StatusOr<std::string> CheckpointDirSink::Commit() {

@@ -252,8 +252,8 @@ absl::Status ParameterSink::EndBucket() {
   return run.ok() ? wait : run;
 }
 
-absl::StatusOr<std::string> ParameterSink::Commit() {
-  if (manifest_ == nullptr) return absl::InternalError("commit outside a version");
+absl::Status ParameterSink::Prepare() {
+  if (manifest_ == nullptr) return absl::InternalError("prepare outside a version");
   for (size_t o = 0; o < outputs_.size(); ++o) {
     const uint64_t want = outputs_[o].spec.ByteSize();
     if (written_[o] != want) {
@@ -261,6 +261,12 @@ absl::StatusOr<std::string> ParameterSink::Commit() {
                                               written_[o], " of ", want, " bytes arrived"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ParameterSink::Commit() {
+  if (manifest_ == nullptr) return absl::InternalError("commit outside a version");
+  RETURN_IF_ERROR(Prepare());
   if (mode_ == Mode::kStaged) {
     std::vector<CopyEntry> publish;
     for (size_t o = 0; o < outputs_.size(); ++o) {

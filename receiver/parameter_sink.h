@@ -69,6 +69,7 @@ class ParameterSink final : public Sink {
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
   absl::Status EndBucket() override;
+  absl::Status Prepare() override;
   absl::StatusOr<std::string> Commit() override;
   void Abort() override;
 

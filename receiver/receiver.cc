@@ -84,6 +84,11 @@ absl::StatusOr<std::unique_ptr<Receiver>> Receiver::Create(const ReceiverOptions
   }
   auto r = std::unique_ptr<Receiver>(new Receiver(options, store, std::move(factory), seq));
   r->claim_ = std::move(claim);
+  r->published_version_ = options.published_version;
+  if (options.published_version != 0) {
+    // Best effort: status shows it; the next commit writes it again.
+    (void)store->Set(PublishedKey(options.rank), absl::StrCat(options.published_version));
+  }
   absl::StatusOr<std::string> incarnation = store->Get(kIncarnationKey);
   if (incarnation.ok()) r->incarnation_ = *incarnation;
   return r;
@@ -140,6 +145,11 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
       if (last.ok()) {
         if (!incarnation_.empty()) seq_ = *last > 0 ? *last - 1 : 0;
         incarnation_ = *incarnation;
+        // A new rendezvous knows nothing of what this rank publishes.
+        if (published_version_ != 0) {
+          (void)store_->Set(PublishedKey(options_.rank), absl::StrCat(published_version_),
+                            absl::Now() + kPoll);
+        }
       }
     }
     if (absl::Now() >= deadline) return std::optional<ReceiveResult>();
@@ -260,6 +270,8 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
     });
   }
   settle();
+  // Everything that can fail short of publishing fails now, before the vote.
+  if (local.ok()) local = sink.Prepare();
   if (!local.ok()) {
     // Tell the senders why before voting (best effort).
     (void)store_->Set(ErrorKey(a.seq, rank), std::string(local.ToString()));
@@ -274,13 +286,25 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
     result.seconds = absl::ToDoubleSeconds(absl::Now() - start);
     return result;
   }
-  absl::StatusOr<std::string> where = sink.Commit();
+  absl::StatusOr<std::string> where =
+      fault_version && options_.test_fail_publish
+          ? absl::StatusOr<std::string>(absl::InternalError("test: publishing fails"))
+          : sink.Commit();
   if (!where.ok()) {
     sink.Abort();
-    return absl::Status(where.status().code(),
-                        absl::StrCat("rank ", rank, " could not publish version ",
-                                     a.weight_version, ": ", where.status().message()));
+    const absl::Status failed(where.status().code(),
+                              absl::StrCat("rank ", rank, " could not publish version ",
+                                           a.weight_version, ": ", where.status().message()));
+    // The senders wait for this report: they say which ranks hold what.
+    (void)store_->Set(PublishKey(a.seq, rank),
+                      EncodePublishReport(published_version_, std::string(failed.message())),
+                      absl::Now() + kPoll);
+    return failed;
   }
+  published_version_ = a.weight_version;
+  (void)store_->Set(PublishedKey(rank), absl::StrCat(a.weight_version), absl::Now() + kPoll);
+  (void)store_->Set(PublishKey(a.seq, rank), EncodePublishReport(a.weight_version, ""),
+                    absl::Now() + kPoll);
   result.committed = true;
   result.location = *where;
   model_.clear();

@@ -1,7 +1,9 @@
 // Receiver: one inference rank of the group. Waits for each announced
 // update, joins the group's generation, receives the manifest and every
 // bucket, verifies each bucket's checksum and trailer, hands the bytes to a
-// Sink, votes, and commits or aborts the sink with everybody else.
+// Sink, prepares it, votes, and commits or aborts the sink with everybody
+// else. After a commit it reports to the senders what it published
+// (protocol/group.h PublishKey), failure included.
 //
 // Usage:
 //   auto r = Receiver::Create(options, store, factory);
@@ -31,12 +33,17 @@ struct ReceiverOptions {
   int rank = -1;                              // this inference rank's global rank
   int cuda_device = 0;                        // receive buffers when the group uses NCCL
   absl::Duration op_timeout = absl::Seconds(120);  // per collective
+  // The version this rank already publishes when it starts (a checkpoint
+  // directory's LATEST; 0: none), reported until it publishes another.
+  uint64_t published_version = 0;
   // Fault-injection hooks for the tests (-1: off), applied to the update of
   // `test_fault_version` (0: every update):
   // flip one byte of this global bucket after it arrives ("in transit") ...
   int test_corrupt_bucket = -1;
   // ... or exit the process (as a crash would) after receiving this bucket.
   int test_exit_after_bucket = -1;
+  // ... or fail to publish after the group voted to commit (true).
+  bool test_fail_publish = false;
   uint64_t test_fault_version = 0;
 };
 
@@ -103,6 +110,7 @@ class Receiver {
   // version must hold exactly these.
   absl::flat_hash_map<std::string, TensorSpec> model_;
   uint64_t model_version_ = 0;
+  uint64_t published_version_ = 0;  // what this rank publishes now
   std::unique_ptr<RankClaim> claim_;
 };
 

@@ -2,10 +2,14 @@
 //
 // Contract, per version: SetWriteDevice, Begin once, then per bucket its
 // Write calls (each tensor's bytes arrive as segments, in bucket order, each
-// byte exactly once) and one EndBucket, then exactly one of Commit or Abort. A sink must not expose anything of a version
-// before Commit returns OK (a checkpoint sink writes into a temporary
-// directory; an engine sink stages, or loads between its own begin and
-// finalize). Calls never overlap, but Write may come from a worker thread
+// byte exactly once) and one EndBucket, then Prepare, then exactly one of
+// Commit or Abort (Abort also at any point before). Prepare runs before the
+// group votes: everything that can fail (a missing byte, a full disk, an
+// index or config to write) fails there, so this rank votes no. Commit runs
+// after a yes and should only make the prepared version visible. A sink
+// must not expose anything of a version before Commit returns OK (a
+// checkpoint sink writes into a temporary directory; an engine sink stages,
+// or loads between its own begin and finalize). Calls never overlap, but Write may come from a worker thread
 // of the receiver (buckets are consumed while the next one arrives).
 #ifndef WEIGHTCAST_RECEIVER_SINK_H_
 #define WEIGHTCAST_RECEIVER_SINK_H_
@@ -41,7 +45,10 @@ class Sink {
   // Every Write of the current bucket has been made; the sink must be done
   // reading their `data` when this returns (the buffer is reused).
   [[nodiscard]] virtual absl::Status EndBucket() { return absl::OkStatus(); }
-  // Publishes the version; returns where (a path, or a description).
+  // Every byte arrived: does whatever can fail short of publishing.
+  [[nodiscard]] virtual absl::Status Prepare() { return absl::OkStatus(); }
+  // Publishes the version (prepares it first if Prepare was not called);
+  // returns where (a path, or a description).
   [[nodiscard]] virtual absl::StatusOr<std::string> Commit() = 0;
   // Discards everything since Begin. Idempotent.
   virtual void Abort() = 0;

@@ -88,14 +88,20 @@ absl::Status TransformingSink::Produce(size_t o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> TransformingSink::Commit() {
-  if (!begun_) return absl::FailedPreconditionError("Commit before Begin");
+absl::Status TransformingSink::Prepare() {
+  if (!begun_) return absl::FailedPreconditionError("Prepare before Begin");
   for (size_t o = 0; o < outputs_.size(); ++o) {
     if (!produced_[o] && outputs_[o].spec.ByteSize() > 0) {
       return absl::InternalError(absl::StrCat("output '", outputs_[o].spec.name,
                                               "' was never completed"));
     }
   }
+  return inner_->Prepare();
+}
+
+absl::StatusOr<std::string> TransformingSink::Commit() {
+  if (!begun_) return absl::FailedPreconditionError("Commit before Begin");
+  RETURN_IF_ERROR(Prepare());
   begun_ = false;
   held_.clear();
   return inner_->Commit();

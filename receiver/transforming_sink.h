@@ -28,6 +28,7 @@ class TransformingSink final : public Sink {
   absl::Status Begin(const GlobalManifest& manifest) override;
   absl::Status Write(uint32_t tensor, uint64_t offset, const std::byte* data,
                      uint64_t bytes) override;
+  absl::Status Prepare() override;
   absl::StatusOr<std::string> Commit() override;
   void Abort() override;
 

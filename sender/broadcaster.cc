@@ -13,6 +13,22 @@
 namespace weightcast {
 namespace {
 
+// After packing: every source file is still the one mapped, at its size, no
+// read of it faulted, and its modification time did not move since `stamps`.
+absl::Status SourcesIntact(const RegistrySnapshot& snap, const std::vector<int64_t>& stamps) {
+  for (size_t i = 0; i < snap.files.size(); ++i) {
+    const MappedFile& f = *snap.files[i];
+    RETURN_IF_ERROR(f.CheckUnchanged());
+    ASSIGN_OR_RETURN(int64_t t, f.ModifiedNs());
+    if (t != stamps[i]) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          f.path(), ": written while this update read it (the trainer may write again "
+                    "only after SourceReleased); what was sent may mix two steps"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 constexpr uint32_t kMaxWorldSize = 1 << 16;
 // Versions are 1 .. 2^63-1: anything above is a negative number gone
 // unsigned, and would make every later version look stale to receivers.
@@ -193,6 +209,8 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
   }
   const absl::Time start = absl::Now();
   uint64_t sent = 0;
+  std::vector<RankVersion> receivers;
+  bool committed = false;
   absl::Status status = [&] {
     absl::StatusOr<UpdateSummary> s = [&]() -> absl::StatusOr<UpdateSummary> {
       // Snapshot everything the update needs under the lock, then run
@@ -213,6 +231,14 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
         last_seq = last_seq_;
       }
       ASSIGN_OR_RETURN(DataPlane plane, PrepareDataPlane(config, snap));
+      // Modification times before anything is read (the snapshot checked
+      // identity and size): the contract is that the trainer does not write
+      // its files between Update and SourceReleased.
+      std::vector<int64_t> stamps;
+      for (const auto& f : snap.files) {
+        ASSIGN_OR_RETURN(int64_t t, f->ModifiedNs());
+        stamps.push_back(t);
+      }
       std::vector<TensorSpec> specs;
       for (const HostSource& h : snap.sources) specs.push_back(h.spec);
       ASSIGN_OR_RETURN(WireTensors wire, BuildWireTensors(format, specs, snap.config_json));
@@ -267,22 +293,34 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
                      .config_json = config.sender_rank == 0 ? wire.config_json : "",
                      .check_finite = !config.allow_non_finite,
                      .op_timeout = timeout,
-                     .store = store.get()};
+                     .store = store.get(),
+                     .sources_intact = [&snap, &stamps] { return SourcesIntact(snap, stamps); }};
       absl::StatusOr<UpdateSummary> r = RunSenderUpdate(*transport, u, on_event);
       if (!r.ok() && !transport->healthy()) member->MarkBroken(r.status());
       return r;
     }();
-    if (s.ok()) sent = s->bytes_sent;
-    return s.status();
+    if (!s.ok()) return s.status();
+    sent = s->bytes_sent;
+    receivers = s->receivers;
+    committed = true;
+    return s->published;
   }();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   absl::MutexLock lock(&mu_);
   updating_ = false;
-  if (status.ok()) {
+  if (committed) {
+    // The group voted for it: the next update must be a newer version even
+    // when a receiver failed to publish this one (it catches up then).
     stats_.last_committed_version = version;
     stats_.updates_committed++;
     stats_.bytes_sent += sent;
-    on_event(CommittedEvent{.version = version, .bytes = sent, .seconds = seconds});
+  }
+  if (status.ok()) {
+    on_event(CommittedEvent{
+        .version = version, .bytes = sent, .seconds = seconds, .receivers = receivers});
+  } else if (committed) {
+    stats_.last_error = std::string(status.message());
+    on_event(FailedEvent{.version = version, .status = status, .receivers = receivers});
   } else {
     if (!initialized_ && !absl::IsAborted(status)) {
       status = absl::AbortedError(absl::StrCat("update aborted: ", status.message()));
@@ -346,9 +384,23 @@ absl::StatusOr<Broadcaster::DataPlane> Broadcaster::PrepareDataPlane(
 }
 
 BroadcasterStatus Broadcaster::GetStatus() const {
-  absl::MutexLock lock(&mu_);
-  BroadcasterStatus s = stats_;
-  s.registered_tensors = static_cast<uint32_t>(registry_.size());
+  std::shared_ptr<KeyValueStore> store;
+  int first = 0, end = 0;
+  BroadcasterStatus s;
+  {
+    absl::MutexLock lock(&mu_);
+    s = stats_;
+    s.registered_tensors = static_cast<uint32_t>(registry_.size());
+    if (initialized_) {
+      store = store_;
+      first = static_cast<int>(config_.num_senders);
+      end = first + static_cast<int>(config_.inference_world_size);
+    }
+  }
+  // Outside the lock, bounded: status answers while the rendezvous is slow.
+  if (store != nullptr) {
+    s.receivers = PublishedVersions(*store, first, end, absl::Now() + absl::Seconds(1));
+  }
   return s;
 }
 

@@ -67,6 +67,8 @@ struct BroadcasterStatus {
   uint32_t rank = 0;
   uint32_t world_size = 0;
   uint64_t generation = 0;
+  // The version each receiver rank last reported publishing (0: none yet).
+  std::vector<RankVersion> receivers;
 };
 
 class Broadcaster {

@@ -5,6 +5,19 @@
 #include "common/status_macros.h"
 
 namespace weightcast {
+namespace {
+
+void SetReceivers(const std::vector<RankVersion>& from,
+                  google::protobuf::RepeatedPtrField<v1::RankVersion>* to) {
+  for (const RankVersion& r : from) {
+    v1::RankVersion* v = to->Add();
+    v->set_rank(r.rank);
+    v->set_version(r.version);
+    v->set_error(r.error);
+  }
+}
+
+}  // namespace
 
 BroadcasterConfig ConfigFromProto(const v1::InitBroadcasterRequest& req) {
   BroadcasterConfig c;
@@ -120,11 +133,13 @@ grpc::Status BroadcasterService::Update(grpc::ServerContext* ctx, const v1::Upda
       c->set_version(e->version);
       c->set_bytes(e->bytes);
       c->set_seconds(e->seconds);
+      SetReceivers(e->receivers, c->mutable_receivers());
     } else if (const auto* e = std::get_if<FailedEvent>(&event)) {
       auto* f = out.mutable_failed();
       f->set_version(e->version);
       f->set_code(static_cast<int32_t>(e->status.code()));
       f->set_message(std::string(e->status.message()));
+      SetReceivers(e->receivers, f->mutable_receivers());
     }
     if (ctx->IsCancelled() || !writer->Write(out)) client_gone = true;
   };
@@ -148,6 +163,7 @@ grpc::Status BroadcasterService::GetStatus(grpc::ServerContext*, const v1::GetSt
   resp->set_rank(s.rank);
   resp->set_world_size(s.world_size);
   resp->set_generation(s.generation);
+  SetReceivers(s.receivers, resp->mutable_receivers());
   return grpc::Status::OK;
 }
 

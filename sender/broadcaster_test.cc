@@ -2,6 +2,8 @@
 // Receiver and a CallbackSink on the other side of a real gloo group.
 #include "sender/broadcaster.h"
 
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -250,6 +252,65 @@ TEST_F(BroadcasterTest, NonFiniteSourceIsVotedDownAndAllowNonFiniteLetsItThrough
   uint16_t v;
   std::memcpy(&v, got.data() + 1234 * 2, 2);
   EXPECT_EQ(v, 0x7F80);
+}
+
+TEST_F(BroadcasterTest, ASourceTruncatedOrWrittenWhileReadIsVotedDownAndTheDaemonLives) {
+  ShmFile f("shrink.bin", {{"model.embed_tokens.weight", {100, 72}},
+                           {"lm_head.weight", {1000, 72}}},
+            5);
+  Broadcaster b;
+  ASSERT_TRUE(b.Init(Config()).ok());
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  const std::string address = absl::StrCat("127.0.0.1:", b.rendezvous_port());
+  RendezvousKeyValueStore store(address, "t");
+  auto r = Receiver::Create({.rank = 1, .op_timeout = absl::Seconds(10)}, &store,
+                            MakeTransportFactory({.rendezvous_address = address, .token = "t"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  Collected c;
+  // `meddle` runs once the update is planned, before a source byte is read:
+  // the trainer breaking the contract in the middle of an update.
+  auto update = [&](uint64_t v, const std::function<void()>& meddle, bool* committed) {
+    std::thread recv([&] {
+      CallbackSink sink(Collect(&c));
+      auto res = (*r)->ReceiveNext(sink, absl::Seconds(10));
+      ASSERT_TRUE(res.ok()) << res.status();
+      ASSERT_TRUE(res->has_value());
+      *committed = (*res)->committed;
+    });
+    absl::Status s = b.Update(v, [&](const UpdateEvent& e) {
+      if (std::holds_alternative<PlannedEvent>(e)) meddle();
+    });
+    recv.join();
+    return s;
+  };
+  bool committed = true;
+  // Truncated: the packer's reads past the new end would raise SIGBUS.
+  absl::Status s = update(1, [&] { ASSERT_EQ(::truncate(f.path.c_str(), 4096), 0); }, &committed);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find(f.path + ": "), std::string::npos) << s;
+  EXPECT_NE(s.message().find("truncated"), std::string::npos) << s;
+  EXPECT_FALSE(committed);
+  EXPECT_EQ(c.commits, 0);
+  EXPECT_EQ(b.GetStatus().state, "idle");
+
+  // A fresh file, registered again, then written (write(2)) mid-update.
+  ShmFile g("written.bin", {{"model.embed_tokens.weight", {100, 72}},
+                            {"lm_head.weight", {1000, 72}}},
+            6);
+  ASSERT_TRUE(b.Register(g.regs, "", true).ok());
+  s = update(1, [&] {
+    std::fstream io(g.path, std::ios::binary | std::ios::in | std::ios::out);
+    io.seekp(100);
+    io.write("xy", 2);
+  }, &committed);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find(g.path + ": written while this update read it"), std::string::npos)
+      << s;
+  EXPECT_FALSE(committed);
+  // Left alone, the next update commits what the file holds.
+  ASSERT_TRUE(update(2, [] {}, &committed).ok());
+  EXPECT_TRUE(committed);
+  EXPECT_EQ(c.commits, 1);
 }
 
 TEST_F(BroadcasterTest, InitIsIdempotentValidatesAndAbortAllowsReinit) {

@@ -7,8 +7,10 @@
 #include <functional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "protocol/group.h"
 
 namespace weightcast {
 
@@ -29,10 +31,14 @@ struct CommittedEvent {
   uint64_t version = 0;
   uint64_t bytes = 0;
   double seconds = 0;
+  std::vector<RankVersion> receivers;  // each receiver rank published `version`
 };
 struct FailedEvent {
   uint64_t version = 0;
   absl::Status status;
+  // When the group committed but a receiver did not publish: what each
+  // receiver rank holds now. Empty when the version was not committed.
+  std::vector<RankVersion> receivers;
 };
 
 using UpdateEvent =

@@ -207,8 +207,9 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
   // A source holding NaN or +-inf (the guard): every bucket went out, so the
   // group stays in step, and this rank votes no; the others learn why from
   // the store, as they do for a receiver's no.
-  const absl::Status refusal = packer.has_value() ? packer->refusal() : absl::OkStatus();
+  absl::Status refusal = packer.has_value() ? packer->refusal() : absl::OkStatus();
   packer.reset();
+  if (refusal.ok() && u.sources_intact) refusal = u.sources_intact();
   if (!refusal.ok() && u.store != nullptr) {
     (void)u.store->Set(ErrorKey(u.seq, rank), std::string(refusal.message()));
   }
@@ -224,6 +225,21 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
                                            " was not committed: a rank voted to abort",
                                            reasons.empty() ? "" : " (", reasons,
                                            reasons.empty() ? "" : ")"));
+  }
+  if (u.store != nullptr) {
+    summary.receivers = CollectPublishReports(*u.store, u.seq, static_cast<int>(u.num_senders),
+                                              transport.world_size(), absl::Now() + u.op_timeout);
+    std::vector<std::string> behind;
+    for (const RankVersion& r : summary.receivers) {
+      if (r.version == u.weight_version && r.error.empty()) continue;
+      behind.push_back(absl::StrCat("rank ", r.rank, " holds version ", r.version,
+                                    r.error.empty() ? "" : ": ", r.error));
+    }
+    if (!behind.empty()) {
+      summary.published = absl::InternalError(absl::StrCat(
+          "version ", u.weight_version, " was committed but not published everywhere: ",
+          absl::StrJoin(behind, "; ")));
+    }
   }
   return summary;
 }

@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -41,17 +43,27 @@ struct SenderUpdate {
   absl::Duration op_timeout = absl::Seconds(120);
   // Optional: where receivers leave the reasons for a "no" vote.
   KeyValueStore* store = nullptr;
+  // Optional: called once every own bucket was packed, before the vote. An
+  // error (a source file truncated, replaced or written while it was read)
+  // makes this rank vote no with it, like the non-finite guard.
+  std::function<absl::Status()> sources_intact;
 };
 
 struct UpdateSummary {
   uint64_t bytes_sent = 0;    // payload bytes this rank broadcast
   uint64_t total_bytes = 0;   // payload bytes of the whole update
   uint32_t num_buckets = 0;
+  // After the commit vote (with a store): what each receiver rank reports
+  // it publishes now, and OK only when every one published this version
+  // (else INTERNAL naming the ranks that did not, and why).
+  std::vector<RankVersion> receivers;
+  absl::Status published;
 };
 
 // Runs the update. Emits Planned, BucketSent (own buckets), SourceReleased
 // (once every source byte was read). Returns OK only when every rank voted
-// to commit. A transport error (returned as it is) leaves `transport`
+// to commit; then waits (one op_timeout at most) for every receiver's
+// publish report, in `receivers` and `published`. A transport error (returned as it is) leaves `transport`
 // broken and the caller re-forms the group; a "no" vote is ABORTED, with
 // the reasons other ranks left when `store` has them, and leaves the
 // transport usable. A source holding NaN or +-inf (check_finite) is packed

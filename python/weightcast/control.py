@@ -103,10 +103,24 @@ class SourceReleased:
 
 
 @dataclass(frozen=True)
+class RankVersion:
+    """What one receiver rank publishes: ``version`` (0: none known) and,
+    when it failed to publish the committed version, ``error``."""
+    rank: int
+    version: int
+    error: str = ""
+
+
+def _rank_versions(msgs) -> tuple[RankVersion, ...]:
+    return tuple(RankVersion(m.rank, m.version, m.error) for m in msgs)
+
+
+@dataclass(frozen=True)
 class Committed:
     version: int
     bytes: int
     seconds: float
+    receivers: tuple[RankVersion, ...] = ()   # every receiver rank published it
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,7 @@ class SidecarStatus:
     rank: int
     world_size: int
     generation: int
+    receivers: tuple[RankVersion, ...] = ()   # each receiver's last published version
 
 
 def descriptor_proto(d: Mapping[str, Any]) -> control_pb2.TensorDescriptor:
@@ -222,12 +237,13 @@ class Sidecar:
                     yield SourceReleased()
                 elif kind == "committed":
                     c = ev.committed
-                    yield Committed(c.version, c.bytes, c.seconds)
+                    yield Committed(c.version, c.bytes, c.seconds, _rank_versions(c.receivers))
                     return
                 elif kind == "failed":
                     f = ev.failed
                     raise UpdateFailed(self.address, status_code(f.code), f.message,
-                                       f.version, self.sender_rank)
+                                       f.version, self.sender_rank,
+                                       _rank_versions(f.receivers))
         except grpc.RpcError as e:
             raise self._error(e) from None
         finally:
@@ -240,7 +256,8 @@ class Sidecar:
         r = self._call(self._stub.GetStatus, control_pb2.GetStatusRequest(), timeout_s)
         return SidecarStatus(r.state, r.last_committed_version, r.last_error,
                              r.updates_committed, r.updates_failed, r.bytes_sent,
-                             r.registered_tensors, r.rank, r.world_size, r.generation)
+                             r.registered_tensors, r.rank, r.world_size, r.generation,
+                             _rank_versions(r.receivers))
 
     def abort(self, timeout_s: float | None = None) -> bool:
         """Abort: cancels the update in flight (True if there was one) and

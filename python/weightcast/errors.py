@@ -40,13 +40,23 @@ class SidecarUnavailable(ControlError):
 
 
 class UpdateFailed(ControlError):
-    """An update started and ended in a Failed event (the group aborted the
-    version: nothing was published anywhere). ``version``: the version."""
+    """An update started and ended in a Failed event. ``version``: the version.
+
+    Usually the group aborted it: nothing was published anywhere and
+    ``receivers`` is empty. When the group voted to commit but a receiver
+    could not publish, ``committed`` is true and ``receivers`` says which
+    version each receiver rank holds (``RankVersion``, with the error of
+    those behind); the next update must be a newer version."""
 
     def __init__(self, address: str, code: grpc.StatusCode, message: str, version: int,
-                 sender_rank: int | None = None):
+                 sender_rank: int | None = None, receivers: tuple = ()):
         self.version = version
+        self.receivers = tuple(receivers)
         super().__init__(address, code, message, sender_rank)
+
+    @property
+    def committed(self) -> bool:
+        return bool(self.receivers)
 
 
 class GroupError(WeightcastError):

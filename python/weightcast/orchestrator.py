@@ -46,6 +46,14 @@ class GroupUpdate:
     planned: dict[int, Planned] = field(default_factory=dict)
 
     @property
+    def receivers(self) -> tuple:
+        """What each receiver rank reported publishing (``RankVersion``)."""
+        for c in self.committed.values():
+            if c.receivers:
+                return c.receivers
+        return ()
+
+    @property
     def bytes(self) -> int:
         """Payload bytes of the whole update (every sender's part)."""
         if self.planned:

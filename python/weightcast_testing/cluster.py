@@ -289,3 +289,4 @@ class Cluster:
                 p.wait()
         for f in self.shm:
             f.close()
+        self.shm.clear()
