@@ -214,11 +214,16 @@ class Cluster:
         for s, part in enumerate(self.parts):
             f = ShmTensorFile.create(f"{self.workdir}/trainer{s}.bin", part)
             self.shm.append(f)
-            desc = f"{self.workdir}/trainer{s}.json"
-            # Every trainer rank knows its model's config (it names the family).
-            f.write_descriptors(desc, config=self.model.config())
-            r = self.ctl(s, "register", "--descriptors", desc)
-            assert r.rc == 0, r.err
+            self.register_sender(s)
+
+    def register_sender(self, s: int) -> None:
+        """Registers trainer s's existing shared-memory file with sender s
+        (again, after that daemon restarted)."""
+        desc = f"{self.workdir}/trainer{s}.json"
+        # Every trainer rank knows its model's config (it names the family).
+        self.shm[s].write_descriptors(desc, config=self.model.config())
+        r = self.ctl(s, "register", "--descriptors", desc)
+        assert r.rc == 0, r.err
 
     def write_version(self, version: int) -> None:
         """The trainer's optimizer step: new values in place."""
