@@ -212,12 +212,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> SafetensorsFileWriter::Cr
   if (w->fd_ < 0) {
     return absl::InternalError(absl::StrCat(path, ": create: ", std::strerror(errno)));
   }
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header.size() >> (8 * i));
-  RETURN_IF_ERROR(PWriteAll(w->fd_, path, len, 8, 0));
-  RETURN_IF_ERROR(PWriteAll(w->fd_, path, header.data(), header.size(), 8));
   const uint64_t data_start = 8 + header.size();
   const off_t size = static_cast<off_t>(data_start + cursor);
+  // Reserve first: with the disk full, nothing of the file is written.
   if (::fallocate(w->fd_, 0, 0, size) != 0) {
     const int e = errno;
     if (e != EOPNOTSUPP && e != ENOSYS) {
@@ -225,6 +222,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFileWriter>> SafetensorsFileWriter::Cr
                                                        std::strerror(e)));
     }
   }
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(header.size() >> (8 * i));
+  RETURN_IF_ERROR(PWriteAll(w->fd_, path, len, 8, 0));
+  RETURN_IF_ERROR(PWriteAll(w->fd_, path, header.data(), header.size(), 8));
   if (::ftruncate(w->fd_, size) != 0) {
     return absl::InternalError(absl::StrCat(path, ": ftruncate: ", std::strerror(errno)));
   }

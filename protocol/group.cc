@@ -105,9 +105,23 @@ std::vector<RankVersion> CollectPublishReports(KeyValueStore& store, uint64_t se
                                                int end, absl::Time deadline) {
   std::vector<std::string> keys;
   for (int r = first; r < end; ++r) keys.push_back(PublishKey(seq, r));
-  (void)store.Wait(keys, deadline);  // who is missing shows below
+  // In slices, so that a rendezvous that went away (sender 0 stopped after
+  // the vote) ends the wait at once instead of at the deadline.
+  bool reachable = true;
+  while (absl::Now() < deadline) {
+    const absl::Time slice = std::min(deadline, absl::Now() + absl::Milliseconds(250));
+    absl::Status waited = store.Wait(keys, slice);
+    if (waited.ok()) break;
+    if (!absl::IsDeadlineExceeded(waited) ||
+        absl::IsUnavailable(store.Get(kSeqKey, absl::Now() + absl::Milliseconds(250)).status())) {
+      reachable = false;
+      break;
+    }
+  }
   std::vector<RankVersion> out;
-  const absl::Time get_by = std::max(deadline, absl::Now() + absl::Seconds(2));
+  // Who is missing shows below; with the store gone, briefly.
+  const absl::Time get_by = reachable ? std::max(deadline, absl::Now() + absl::Seconds(2))
+                                      : absl::Now() + absl::Milliseconds(500);
   for (int r = first; r < end; ++r) {
     absl::StatusOr<std::string> text = store.Get(PublishKey(seq, r), get_by);
     absl::StatusOr<RankVersion> v =
@@ -142,6 +156,7 @@ absl::StatusOr<Transport*> GroupMember::Join(const Announcement& a, absl::Time d
     }
     transport_.reset();
   }
+  join_cancelled_ = cancelled_.load();
   if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted"));
   generation_ = generation;
   absl::StatusOr<std::string> member = store_->Get(MemberKey(generation, rank_));
@@ -161,9 +176,18 @@ absl::StatusOr<Transport*> GroupMember::Join(const Announcement& a, absl::Time d
                        .num_senders = a.num_senders,
                        .kind = a.transport,
                        .deadline = deadline},
-      cancelled_);
+      join_cancelled_);
   if (!t.ok()) {
-    if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted while joining"));
+    if (cancelled_) {
+      // A planned stop while joining: the peers must not wait for this rank.
+      absl::Status s = absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted while joining"));
+      MarkBroken(s);
+      return s;
+    }
+    if (join_cancelled_) {
+      return absl::AbortedError(absl::StrCat("rank ", rank_, " joining generation ", generation,
+                                             ": another rank marked it broken"));
+    }
     MarkBroken(t.status());
     return absl::Status(t.status().code(),
                         absl::StrCat("rank ", rank_, " joining generation ", generation, ": ",
@@ -193,6 +217,7 @@ void GroupMember::MarkBroken(const absl::Status& why) {
 
 void GroupMember::AbortTransport() {
   cancelled_ = true;
+  join_cancelled_ = true;
   std::shared_ptr<Transport> t;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -202,6 +227,7 @@ void GroupMember::AbortTransport() {
 }
 
 void GroupMember::AbortCurrentTransport() {
+  join_cancelled_ = true;
   std::shared_ptr<Transport> t;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -215,10 +241,9 @@ BrokenWatch::BrokenWatch(GroupMember& member, uint64_t generation, absl::Duratio
         while (!stop_.WaitForNotificationWithTimeout(poll)) {
           absl::StatusOr<std::string> broken =
               member.store()->Get(BrokenKey(generation), absl::Now() + poll);
-          if (broken.ok()) {
-            member.AbortCurrentTransport();
-            return;
-          }
+          // Again at every poll: a Join that starts after the mark resets
+          // the member's join cancellation.
+          if (broken.ok()) member.AbortCurrentTransport();
         }
       }) {}
 
@@ -300,6 +325,15 @@ absl::Status MarkEarlierProcessGone(KeyValueStore& store, int rank) {
   if (!a.ok()) return absl::OkStatus();
   if (!store.Get(MemberKey(a->generation, rank)).ok()) return absl::OkStatus();
   return store.Set(BrokenKey(a->generation), absl::StrCat("rank ", rank, " (re)joined"));
+}
+
+absl::Status MarkAnnouncedGenerationBroken(KeyValueStore& store, const std::string& why,
+                                           absl::Time deadline) {
+  ASSIGN_OR_RETURN(uint64_t seq, LastAnnouncedSeq(store, deadline));
+  if (seq == 0) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string text, store.Get(AnnounceKey(seq), deadline));
+  ASSIGN_OR_RETURN(Announcement a, DecodeAnnouncement(text));
+  return store.Set(BrokenKey(a.generation), why, deadline);
 }
 
 void CollectUpdate(KeyValueStore& store, uint64_t seq) {

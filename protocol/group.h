@@ -159,8 +159,9 @@ class GroupMember {
   // Aborts the transport in use, and a Join in progress (thread-safe); every
   // later Join fails. The owner then calls MarkBroken.
   void AbortTransport();
-  // Aborts the transport in use only (thread-safe): its collectives fail
-  // promptly, and later Joins connect anew.
+  // Aborts the transport in use, or the Join in progress, only
+  // (thread-safe): its collectives fail promptly, and later Joins connect
+  // anew.
   void AbortCurrentTransport();
 
   // True when a transport exists and is healthy.
@@ -180,6 +181,9 @@ class GroupMember {
   std::string kind_;
   std::shared_ptr<Transport> transport_;
   std::atomic<bool> cancelled_{false};
+  // Cancels the Join in progress only (AbortCurrentTransport); set again
+  // from cancelled_ when a Join starts.
+  std::atomic<bool> join_cancelled_{false};
   mutable std::mutex mu_;  // guards transport_ against AbortTransport
 };
 
@@ -220,9 +224,18 @@ class GroupMember {
 // process's connections.
 [[nodiscard]] absl::Status MarkEarlierProcessGone(KeyValueStore& store, int rank);
 
-// While it lives (one update of one rank), watches "broken/<generation>"
-// and aborts the member's current transport as soon as any rank marks the
-// generation broken. A rank whose transport failed, or that stopped on
+// A rank's planned stop in the middle of an update, before or after it
+// joined: marks the generation of the latest announcement broken with
+// `why`, so every peer's BrokenWatch ends the update within about a second
+// instead of one waiting for this rank's join or collective until its
+// timeout. Gives up at `deadline`.
+[[nodiscard]] absl::Status MarkAnnouncedGenerationBroken(KeyValueStore& store,
+                                                         const std::string& why,
+                                                         absl::Time deadline);
+
+// While it lives (one update of one rank, from before its Join), watches
+// "broken/<generation>" and, while any rank has marked the generation
+// broken, aborts the member's Join in progress or current transport. A rank whose transport failed, or that stopped on
 // purpose, marks it; without the watch, ranks whose own collectives did not
 // touch the failed one waited out their whole timeout.
 class BrokenWatch {

@@ -134,6 +134,28 @@ TEST(GroupTest, AWatchedUpdateEndsSoonAfterAnotherRankMarksTheGenerationBroken) 
   EXPECT_TRUE(member.Join(*next, absl::Now() + absl::Seconds(1)).ok());
 }
 
+TEST(GroupTest, AWatchEndsAJoinThatWaitsForARankThatStopped) {
+  MapStore store;
+  // A connect that waits for peers until cancelled or its deadline.
+  TransportFactory waiting = [](const TransportRequest& r, const std::atomic<bool>& cancelled)
+      -> absl::StatusOr<std::unique_ptr<Transport>> {
+    while (!cancelled && absl::Now() < r.deadline) absl::SleepFor(absl::Milliseconds(5));
+    return absl::DeadlineExceededError("peers never joined");
+  };
+  GroupMember member(&store, waiting, 0);
+  auto a = AnnounceUpdate(member, 1, 1, 3, "gloo");
+  ASSERT_TRUE(a.ok());
+  // Marked before the Join even starts, as a rank stopped before joining does.
+  ASSERT_TRUE(store.Set(BrokenKey(a->generation), "rank 2 stopped").ok());
+  BrokenWatch watch(member, a->generation, absl::Milliseconds(20));
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<Transport*> t = member.Join(*a, absl::Now() + absl::Seconds(10));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kAborted) << t.status();
+  EXPECT_NE(t.status().message().find("marked it broken"), std::string::npos) << t.status();
+}
+
 TEST(GroupTest, ARestartedProcessMarksItsPredecessorsGenerationBroken) {
   MapStore store;
   EXPECT_TRUE(MarkEarlierProcessGone(store, 1).ok());  // nothing announced yet

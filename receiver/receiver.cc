@@ -103,7 +103,17 @@ absl::StatusOr<std::optional<ReceiveResult>> Receiver::ReceiveNext(Sink& sink,
                                                                    absl::Duration wait) {
   const absl::Time deadline = absl::Now() + wait;
   while (true) {
-    if (stopped_) return absl::CancelledError("receiver stopped");
+    if (stopped_) {
+      // Stopped on purpose with an update announced that this rank has not
+      // joined: the others would wait for its join until their timeout.
+      const absl::Time quick = absl::Now() + kPoll;
+      absl::StatusOr<uint64_t> last = LastAnnouncedSeq(*store_, quick);
+      if (last.ok() && *last > seq_ && absl::IsNotFound(store_->Get(DoneKey(*last), quick).status())) {
+        (void)MarkAnnouncedGenerationBroken(
+            *store_, absl::StrCat("rank ", options_.rank, " stopped"), quick);
+      }
+      return absl::CancelledError("receiver stopped");
+    }
     if (claim_->lost()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "rank ", options_.rank, " was taken over by another process; this one stops"));
@@ -197,16 +207,22 @@ absl::StatusOr<ReceiveResult> Receiver::RunUpdate(const Announcement& a, Sink& s
         ", world ", a.world_size, ")"));
   }
   ReceiveResult result{.weight_version = a.weight_version};
+  // Another rank's failure or planned stop ends this update promptly,
+  // joining included.
+  BrokenWatch watch(member_, a.generation);
   absl::StatusOr<Transport*> joined =
       member_.Join(a, absl::Now() + options_.op_timeout);
   if (!joined.ok()) return joined.status();
   Transport& transport = **joined;
-  // Another rank's failure or planned stop ends this update promptly.
-  BrokenWatch watch(member_, a.generation);
 
   // Transport failures end this rank's part: abort the sink, mark broken.
   auto fail = [&](const absl::Status& s, bool sink_begun) -> absl::Status {
     if (sink_begun) sink.Abort();
+    // Should the others have voted yes without this rank's part of the
+    // vote failing for them (it was stopped as the vote ended), the senders
+    // learn at once that it holds the previous version, not at their timeout.
+    (void)store_->Set(PublishKey(a.seq, rank),
+                      EncodePublishReport(published_version_, s.ToString()), absl::Now() + kPoll);
     member_.MarkBroken(s);
     return s;
   };

@@ -278,10 +278,11 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
         last_seq_ = a->seq;
         stats_.generation = a->generation;
       }
+      // Another rank's failure or planned stop ends this update promptly,
+      // joining included.
+      BrokenWatch watch(*member, a->generation);
       ASSIGN_OR_RETURN(Transport * transport,
                        member->Join(*a, absl::Now() + timeout));
-      // Another rank's failure or planned stop ends this update promptly.
-      BrokenWatch watch(*member, a->generation);
       SenderUpdate u{.weight_version = version,
                      .seq = a->seq,
                      .num_senders = config.num_senders,
@@ -417,6 +418,20 @@ void Broadcaster::Teardown() {
 }
 
 bool Broadcaster::Abort() {
+  std::shared_ptr<KeyValueStore> store;
+  uint32_t rank = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (updating_ && initialized_) store = store_;
+    rank = config_.sender_rank;
+  }
+  // A planned stop mid-update, joined yet or not: the peers learn it now
+  // rather than at their timeout (bounded: the rendezvous may be gone).
+  if (store != nullptr) {
+    (void)MarkAnnouncedGenerationBroken(
+        *store, absl::StrCat("sender ", rank, " stopped (abort or shutdown)"),
+        absl::Now() + absl::Seconds(1));
+  }
   absl::MutexLock lock(&mu_);
   const bool running = updating_;
   Teardown();

@@ -115,6 +115,45 @@ def test_receiver_killed_mid_update_fails_in_time_then_rejoins(make_cluster):
     assert json.loads(c.ctl(0, "status", "--json").out)["updates_failed"] == 1
 
 
+def test_a_stalled_receiver_fails_the_update_within_its_timeout_and_catches_up(make_cluster):
+    """Receiver 3 stops responding (SIGSTOP) before an update: the update
+    fails on every sender within a bounded time instead of hanging, rank 2
+    keeps version 1, and once rank 3 runs again the group takes version 3
+    on both."""
+    import signal
+    import time
+
+    c = make_cluster(timeout_s=4)
+    c.start()
+    c.register()
+    c.write_version(1)
+    assert all(r.rc == 0 for r in c.update(1))
+    c.receivers[3].send_signal(signal.SIGSTOP)
+    try:
+        c.write_version(2)
+        t0 = time.monotonic()
+        results = c.update(2)
+        elapsed = time.monotonic() - t0
+        assert all(r.rc == 1 for r in results), [r.out + r.err for r in results]
+        assert all("failed version 2" in r.out for r in results), [r.out for r in results]
+        # Joining, the manifest and the buckets each wait one timeout at most.
+        assert elapsed < 4 * c.timeout_s, f"failure took {elapsed:.1f} s"
+        for rank in (2, 3):
+            assert open(f"{c.receiver_out(rank)}/LATEST").read().strip() == "1"
+        c.verify(2, 1)
+    finally:
+        c.receivers[3].send_signal(signal.SIGCONT)
+    time.sleep(1)
+    for version in (3, 4):  # the woken rank may lose one attempt re-forming
+        c.write_version(version)
+        results = c.update(version)
+        if all(r.rc == 0 for r in results):
+            break
+    assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
+    for rank in (2, 3):
+        c.verify(rank, version)
+
+
 def test_sender_daemon_restart_is_followed_by_running_receivers(make_cluster):
     """The coordinator (sender 0, which also serves the rendezvous) dies and
     is restarted by its supervisor; the receivers keep running and take the

@@ -46,7 +46,8 @@ def test_a_disk_that_fills_after_the_data_fails_the_vote_and_no_rank_moves(make_
     """Rank 3's disk has room for version 2's shards and nothing more: its
     index cannot be written. That must fail before the vote, so neither
     receiver publishes version 2 (before, rank 2 published it while rank 3
-    failed after the vote: the fleet held two versions). Room again, the
+    failed after the vote: the fleet held two versions). With no room for
+    the shards either, the version is refused as it begins. Room again, the
     next version reaches both."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
@@ -86,14 +87,24 @@ def test_a_disk_that_fills_after_the_data_fails_the_vote_and_no_rank_moves(make_
             c.verify(rank, 1)
         assert receivers_in_status(c) == {2: 1, 3: 1}
         assert status(c, 0)["last_committed_version"] == 1
-        # Room again: the group is usable and both receivers take version 3.
-        subprocess.run(["mount", "-o", f"remount,size={size * 4}", out], check=True)
+        # A plain full disk (no room for the shards): refused when the version
+        # begins, before a byte is written.
+        subprocess.run(["mount", "-o", f"remount,size={pages(out) * 4096}", out], check=True)
         c.write_version(3)
         results = c.update(3)
+        for r in results:
+            assert r.rc == 1, r.out + r.err
+            assert "rank 3" in r.out and "reserving" in r.out, r.out
+        for rank in (2, 3):
+            assert latest(c, rank) == 1, f"rank {rank} moved"
+        # Room again: the group is usable and both receivers take version 4.
+        subprocess.run(["mount", "-o", f"remount,size={size * 4}", out], check=True)
+        c.write_version(4)
+        results = c.update(4)
         assert all(r.rc == 0 for r in results), [r.out + r.err for r in results]
         for rank in (2, 3):
-            c.verify(rank, 3)
-        assert receivers_in_status(c) == {2: 3, 3: 3}
+            c.verify(rank, 4)
+        assert receivers_in_status(c) == {2: 4, 3: 4}
     finally:
         c.stop()
         subprocess.run(["umount", "-l", out], capture_output=True)
