@@ -157,8 +157,14 @@ absl::StatusOr<Transport*> GroupMember::Join(const Announcement& a, absl::Time d
     transport_.reset();
   }
   join_cancelled_ = cancelled_.load();
-  if (cancelled_) return absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted"));
   generation_ = generation;
+  if (cancelled_) {
+    // Stopped on purpose with this announcement in hand: the peers would
+    // wait for this rank's join until their timeout.
+    absl::Status s = absl::AbortedError(absl::StrCat("rank ", rank_, ": aborted before joining"));
+    MarkBroken(s);
+    return s;
+  }
   absl::StatusOr<std::string> member = store_->Get(MemberKey(generation, rank_));
   if (member.ok() && *member != instance_) {
     absl::Status s = absl::AbortedError(absl::StrCat(

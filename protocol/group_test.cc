@@ -357,5 +357,20 @@ TEST(GroupTest, JoinFailureMarksTheGenerationBroken) {
   EXPECT_TRUE(store.Get(BrokenKey(5)).ok());
 }
 
+TEST(GroupTest, ARankStoppedBeforeItsJoinMarksTheAnnouncedGenerationBroken) {
+  // A planned stop that lands between reading the announcement and joining
+  // (seen in the soak: a receiver's SIGTERM 0.16 s into an update): the
+  // peers learn it at once instead of waiting for the join until timeout.
+  MapStore store;
+  GroupMember m(&store, FakeTransports(), 3);
+  m.AbortTransport();
+  auto t = m.Join(Gen(7, 4), absl::Now() + absl::Seconds(10));
+  ASSERT_EQ(t.status().code(), absl::StatusCode::kAborted) << t.status();
+  absl::StatusOr<std::string> broken = store.Get(BrokenKey(7));
+  ASSERT_TRUE(broken.ok()) << broken.status();
+  EXPECT_NE(broken->find("rank 3"), std::string::npos) << *broken;
+  EXPECT_NE(broken->find("aborted before joining"), std::string::npos) << *broken;
+}
+
 }  // namespace
 }  // namespace weightcast
