@@ -480,8 +480,13 @@ absl::StatusOr<std::string> SetQuantizationModules(const std::string& config_jso
   if (c.is_discarded() || !c.is_object()) {
     return absl::InvalidArgumentError("config.json is not a JSON object");
   }
-  if (!c.contains("quantization_config") || !c["quantization_config"].is_object() ||
-      c["quantization_config"].value("quant_method", "") != "fp8") {
+  // Only a string "fp8" names block FP8: `value()` would throw on any other
+  // JSON type (a peer's config.json decides what quant_method holds).
+  if (!c.contains("quantization_config") || !c["quantization_config"].is_object()) {
+    return config_json;
+  }
+  const auto method = c["quantization_config"].find("quant_method");
+  if (method == c["quantization_config"].end() || !method->is_string() || *method != "fp8") {
     return config_json;
   }
   std::vector<std::string> skipped;

@@ -343,6 +343,28 @@ TEST(LayoutTest, Fp8LeavesTheMtpLayersProjectionAndHeadUnquantized) {
   EXPECT_FALSE(got.count(mtp + "eh_proj.weight_scale_inv"));
 }
 
+// Found by fuzz/config_json_fuzz: a config.json (a peer's manifest carries
+// one) whose quant_method is not a string made nlohmann's value() throw out
+// of SetQuantizationModules, ending the receiver. It is left as it is.
+TEST(LayoutTest, SetQuantizationModulesIgnoresANonStringQuantMethod) {
+  const std::vector<TensorSpec> specs = {{.name = "lm_head.weight", .dtype = DType::kBF16,
+                                          .shape = {4, 4}}};
+  for (const std::string config : {R"({"quantization_config": {"quant_method": 8}})",
+                                   R"({"quantization_config": {"quant_method": null}})",
+                                   R"({"quantization_config": {"quant_method": ["fp8"]}})",
+                                   R"({"quantization_config": {}})"}) {
+    absl::StatusOr<std::string> out = SetQuantizationModules(config, specs);
+    ASSERT_TRUE(out.ok()) << config << ": " << out.status();
+    EXPECT_EQ(*out, config);
+  }
+  absl::StatusOr<std::string> fp8 =
+      SetQuantizationModules(R"({"quantization_config": {"quant_method": "fp8"}})", specs);
+  ASSERT_TRUE(fp8.ok()) << fp8.status();
+  EXPECT_NE(fp8->find(R"("modules_to_not_convert": [
+      "lm_head"
+    ])"), std::string::npos) << *fp8;
+}
+
 TEST(LayoutTest, ParsesTheControlServiceStrings) {
   EXPECT_TRUE(ParseFormatOptions({}).ok());
   auto s = ParseFormatOptions({.family = "mixtral", .source_layout = "stacked", .target = "hf-fused",

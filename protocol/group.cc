@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -20,7 +21,9 @@ std::string EncodeAnnouncement(const Announcement& a) {
 
 absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text) {
   Announcement a;
-  int seen = 0;
+  // Each field at most once: a repeated one must not stand in for a missing
+  // one (the six required fields are counted by name, not by line).
+  absl::flat_hash_set<std::string> seen;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
     const std::string& k = kv.first;
@@ -42,17 +45,18 @@ absl::StatusOr<Announcement> DecodeAnnouncement(const std::string& text) {
     } else if (k == "new_model") {  // optional
       ok = v == "1";
       a.new_model = true;
-      --seen;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("announcement: unknown field '", k, "'"));
     }
     if (!ok) {
       return absl::InvalidArgumentError(absl::StrCat("announcement: bad value for ", k));
     }
-    ++seen;
+    if (!seen.insert(k).second) {
+      return absl::InvalidArgumentError(absl::StrCat("announcement: repeated field ", k));
+    }
   }
-  if (seen != 6 || a.seq == 0 || a.generation == 0 || a.num_senders == 0 ||
-      a.world_size <= a.num_senders) {
+  if (seen.size() - (a.new_model ? 1 : 0) != 6 || a.seq == 0 || a.generation == 0 ||
+      a.num_senders == 0 || a.world_size <= a.num_senders) {
     return absl::InvalidArgumentError("announcement: missing or inconsistent fields");
   }
   return a;

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace weightcast {
@@ -107,6 +108,21 @@ TEST(GroupTest, AnnouncementRoundTripAndStrictDecode) {
   a.new_model = true;
   EXPECT_EQ(DecodeAnnouncement(EncodeAnnouncement(a)).value(), a);
   EXPECT_FALSE(DecodeAnnouncement(EncodeAnnouncement(a) + "new_model=0\n").ok());
+}
+
+// Found by fuzz/announcement_fuzz: fields were counted by line, so a
+// repeated field stood in for a missing one and "seq" twice with no
+// "transport" decoded to an announcement with an empty transport.
+TEST(GroupTest, AnnouncementRefusesRepeatedFields) {
+  const std::string full = "seq=1\ngeneration=1\nversion=1\nsenders=1\nworld=2\ntransport=gloo\n";
+  ASSERT_TRUE(DecodeAnnouncement(full).ok());
+  auto no_transport = DecodeAnnouncement("seq=1\nseq=1\ngeneration=1\nversion=1\nsenders=1\nworld=2\n");
+  EXPECT_FALSE(no_transport.ok());
+  EXPECT_EQ(no_transport.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(no_transport.status().message()), ::testing::HasSubstr("repeated field seq"));
+  EXPECT_FALSE(DecodeAnnouncement(full + "seq=2\n").ok());
+  EXPECT_FALSE(DecodeAnnouncement(full + "new_model=1\nnew_model=1\n").ok());
+  EXPECT_TRUE(DecodeAnnouncement(full + "new_model=1\n").value().new_model);
 }
 
 TEST(GroupTest, AWatchedUpdateEndsSoonAfterAnotherRankMarksTheGenerationBroken) {
