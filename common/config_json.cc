@@ -5,10 +5,8 @@
 #include "absl/strings/str_cat.h"
 
 namespace weightcast {
-namespace {
 
-// The deepest nesting of [ and { outside strings, found without recursion.
-int NestingDepth(std::string_view text) {
+int JsonNestingDepth(std::string_view text) {
   int depth = 0, deepest = 0;
   bool in_string = false, escaped = false;
   for (char c : text) {
@@ -33,15 +31,13 @@ int NestingDepth(std::string_view text) {
   return deepest;
 }
 
-}  // namespace
-
 absl::Status ValidateConfigJson(std::string_view text, const std::string& what) {
   if (text.size() > kMaxConfigJsonBytes) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", text.size(),
                                                    " bytes, more than the ",
                                                    kMaxConfigJsonBytes, " a config may have"));
   }
-  if (const int depth = NestingDepth(text); depth > kMaxConfigJsonDepth) {
+  if (const int depth = JsonNestingDepth(text); depth > kMaxConfigJsonDepth) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": nested ", depth,
                                                    " levels deep, more than the ",
                                                    kMaxConfigJsonDepth, " allowed"));

@@ -17,6 +17,10 @@ inline constexpr size_t kMaxConfigJsonBytes = size_t{16} << 20;
 // Real configs nest 3-4 levels (text_config.rope_scaling...).
 inline constexpr int kMaxConfigJsonDepth = 64;
 
+// The deepest nesting of [ and { outside strings, found without recursion
+// (what to check before handing text to a parser that recurses).
+[[nodiscard]] int JsonNestingDepth(std::string_view text);
+
 // OK for a JSON object within the limits; INVALID_ARGUMENT naming `what`
 // (e.g. "config_json", a file path) otherwise. Empty is not an object.
 [[nodiscard]] absl::Status ValidateConfigJson(std::string_view text, const std::string& what);
