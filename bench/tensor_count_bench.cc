@@ -277,6 +277,7 @@ Times Measure(uint64_t n, uint64_t total, uint64_t bucket_bytes, int reps) {
   // A whole update: Broadcaster -> gloo loopback -> Receiver -> checkpoint.
   Broadcaster b;
   BroadcasterConfig cfg;
+  cfg.token = "tok";
   cfg.num_senders = 1;
   cfg.inference_world_size = 1;
   cfg.bucket_bytes = bucket_bytes;
@@ -287,10 +288,10 @@ Times Measure(uint64_t n, uint64_t total, uint64_t bucket_bytes, int reps) {
               Check("register", b.Register(model.regs, "", false, config));
             }));
   const std::string address = absl::StrCat("127.0.0.1:", b.rendezvous_port());
-  RendezvousKeyValueStore store(address, "");
+  RendezvousKeyValueStore store(address, "tok");
   auto receiver = Check("receiver", Receiver::Create({.rank = 1, .op_timeout = absl::Seconds(600)},
                                                      &store,
-                                                     MakeTransportFactory({.rendezvous_address = address})));
+                                                     MakeTransportFactory({.rendezvous_address = address, .token = "tok"})));
   uint64_t version = 0;
   auto one_update = [&] {
     ++version;

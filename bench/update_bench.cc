@@ -144,14 +144,14 @@ int main(int argc, char** argv) {
   const double t_fp8_copy = Best(3, [&] { std::memcpy(staging.data(), sources[0].data, specs[0].ByteSize()); });
 
   // 3a. Raw gloo broadcast of the same buckets.
-  auto server = RendezvousServer::Start("127.0.0.1", 0, "");
+  auto server = RendezvousServer::Start("127.0.0.1", 0, "tok");
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->bound_port());
   const int world = 1 + receivers;
   double t_raw = 0;
   {
     std::vector<std::unique_ptr<GlooTransport>> g(world);
     std::vector<std::unique_ptr<RendezvousClient>> clients;
-    for (int r = 0; r < world; ++r) clients.push_back(std::make_unique<RendezvousClient>(address, ""));
+    for (int r = 0; r < world; ++r) clients.push_back(std::make_unique<RendezvousClient>(address, "tok"));
     std::vector<std::thread> th;
     for (int r = 0; r < world; ++r) {
       th.emplace_back([&, r] {
@@ -179,6 +179,7 @@ int main(int argc, char** argv) {
   // 3b. The same through Broadcaster -> Receivers.
   Broadcaster b;
   BroadcasterConfig cfg;
+  cfg.token = "tok";
   cfg.num_senders = 1;
   cfg.inference_world_size = receivers;
   cfg.bucket_bytes = bucket;
@@ -189,10 +190,10 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<RendezvousKeyValueStore>> stores;
   std::vector<std::unique_ptr<Receiver>> rs;
   for (int j = 0; j < receivers; ++j) {
-    stores.push_back(std::make_unique<RendezvousKeyValueStore>(raddr, ""));
+    stores.push_back(std::make_unique<RendezvousKeyValueStore>(raddr, "tok"));
     rs.push_back(*Receiver::Create({.rank = 1 + j, .op_timeout = absl::Seconds(60)},
                                    stores.back().get(),
-                                   MakeTransportFactory({.rendezvous_address = raddr})));
+                                   MakeTransportFactory({.rendezvous_address = raddr, .token = "tok"})));
   }
   uint64_t version = 0;
   bool ok = true;

@@ -34,6 +34,9 @@ class MappedFile {
   [[nodiscard]] const std::byte* data() const { return data_; }
   [[nodiscard]] uint64_t size() const { return size_; }
   [[nodiscard]] const std::string& path() const { return path_; }
+  // The mapped file's identity, as fstat saw it when opened.
+  [[nodiscard]] uint64_t device() const { return device_; }
+  [[nodiscard]] uint64_t inode() const { return inode_; }
 
   // OK while `path` still names the mapped file (same device and inode) at
   // its mapped size or more and no read of it faulted; FAILED_PRECONDITION

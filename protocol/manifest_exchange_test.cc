@@ -24,13 +24,13 @@ SenderManifest Manifest(uint32_t rank, uint32_t num_senders) {
 // merged manifest, and the manifests go through BroadcastHost only (never
 // a device-memory Broadcast of host bytes).
 TEST(ManifestExchangeTest, WorksOverADeviceMemoryTransport) {
-  auto server = RendezvousServer::Start("127.0.0.1", 0, "");
+  auto server = RendezvousServer::Start("127.0.0.1", 0, "tok");
   ASSERT_TRUE(server.ok()) << server.status();
   const std::string address = absl::StrCat("127.0.0.1:", (*server)->bound_port());
   constexpr int kWorld = 3;
   constexpr uint32_t kSenders = 2;
   std::vector<std::unique_ptr<RendezvousClient>> clients;
-  for (int r = 0; r < kWorld; ++r) clients.push_back(std::make_unique<RendezvousClient>(address, ""));
+  for (int r = 0; r < kWorld; ++r) clients.push_back(std::make_unique<RendezvousClient>(address, "tok"));
   std::vector<std::unique_ptr<HostAsDeviceTransport>> transports(kWorld);
   std::vector<absl::StatusOr<GlobalManifest>> results(kWorld, absl::UnknownError("not run"));
   std::vector<std::thread> threads;

@@ -145,8 +145,12 @@ wc_receiver* wc_receiver_open(const wc_receiver_options* o, char* err, size_t er
     SetError(err, err_len, absl::StrCat("cuda_device ", o->cuda_device, " is negative"));
     return nullptr;
   }
+  if (o->token == nullptr || *o->token == 0) {
+    SetError(err, err_len, "a group token is required");
+    return nullptr;
+  }
   auto r = std::make_unique<wc_receiver>();
-  const std::string tok = o->token == nullptr ? "" : o->token;
+  const std::string tok = o->token;
   const std::string bind =
       o->bind_host == nullptr || *o->bind_host == 0 ? "127.0.0.1" : o->bind_host;
   r->store = std::make_unique<weightcast::RendezvousKeyValueStore>(

@@ -73,7 +73,7 @@ typedef struct wc_callbacks {
 
 typedef struct wc_receiver_options {
   const char* rendezvous; /* host:port of sender 0's rendezvous */
-  const char* token;      /* NULL or "": none */
+  const char* token;      /* the group token (required) */
   int32_t rank;           /* this inference rank's global rank (>= number of senders) */
   double timeout_s;       /* per collective and rendezvous wait; > 0 */
   const char* bind_host;  /* address peers reach this rank at; NULL: 127.0.0.1 */
@@ -82,7 +82,7 @@ typedef struct wc_receiver_options {
 } wc_receiver_options;
 
 int wc_receiver_api_version(void);
-/* Defaults: no token, timeout 120 s, bind 127.0.0.1, device 0, host tensors. */
+/* Defaults: token NULL (must be set), timeout 120 s, bind 127.0.0.1, device 0, host tensors. */
 void wc_receiver_options_init(wc_receiver_options* options);
 
 /* NULL on error (err filled). wc_receiver_create is wc_receiver_open with

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "access/peer.h"
 #include "common/status_macros.h"
 
 namespace weightcast {
@@ -18,6 +19,11 @@ void SetReceivers(const std::vector<RankVersion>& from,
 }
 
 }  // namespace
+
+// Every handler starts here: who is calling, or the refusal.
+#define WC_AUTHORIZE(ctx, who)                                                   \
+  absl::StatusOr<std::optional<PeerCredentials>> who = auth_->Authorize(*(ctx)); \
+  if (!who.ok()) return ToGrpcStatus(who.status())
 
 BroadcasterConfig ConfigFromProto(const v1::InitBroadcasterRequest& req) {
   BroadcasterConfig c;
@@ -75,9 +81,10 @@ absl::StatusOr<TensorRegistration> RegistrationFromProto(const v1::TensorDescrip
   return r;
 }
 
-grpc::Status BroadcasterService::InitBroadcaster(grpc::ServerContext*,
+grpc::Status BroadcasterService::InitBroadcaster(grpc::ServerContext* ctx,
                                                  const v1::InitBroadcasterRequest* req,
                                                  v1::InitBroadcasterResponse* resp) {
+  WC_AUTHORIZE(ctx, caller);
   absl::StatusOr<std::pair<uint32_t, uint32_t>> r = core_->Init(ConfigFromProto(*req));
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_rank(r->first);
@@ -85,9 +92,18 @@ grpc::Status BroadcasterService::InitBroadcaster(grpc::ServerContext*,
   return grpc::Status::OK;
 }
 
-grpc::Status BroadcasterService::RegisterTensors(grpc::ServerContext*,
+grpc::Status BroadcasterService::RegisterTensors(grpc::ServerContext* ctx,
                                                  const v1::RegisterTensorsRequest* req,
                                                  v1::RegisterTensorsResponse* resp) {
+  WC_AUTHORIZE(ctx, caller);
+  // A local peer gets only what it may read itself; a token holder acts as
+  // the daemon's own user.
+  ReadCheck may_read;
+  if (caller->has_value()) {
+    may_read = [peer = **caller](const std::string& path, uint64_t device, uint64_t inode) {
+      return CheckPeerMayRead(peer, path, device, inode);
+    };
+  }
   std::vector<TensorRegistration> regs;
   regs.reserve(req->tensors_size());
   for (const v1::TensorDescriptor& d : req->tensors()) {
@@ -95,7 +111,8 @@ grpc::Status BroadcasterService::RegisterTensors(grpc::ServerContext*,
     if (!r.ok()) return ToGrpcStatus(r.status());
     regs.push_back(*std::move(r));
   }
-  absl::Status s = core_->Register(regs, req->checkpoint_dir(), req->replace(), req->config_json());
+  absl::Status s = core_->Register(regs, req->checkpoint_dir(), req->replace(), req->config_json(),
+                                   may_read);
   if (!s.ok()) return ToGrpcStatus(s);
   auto [count, bytes] = core_->RegisteredCount();
   resp->set_registered(count);
@@ -105,6 +122,7 @@ grpc::Status BroadcasterService::RegisterTensors(grpc::ServerContext*,
 
 grpc::Status BroadcasterService::Update(grpc::ServerContext* ctx, const v1::UpdateRequest* req,
                                         grpc::ServerWriter<v1::UpdateEvent>* writer) {
+  WC_AUTHORIZE(ctx, caller);
   // A client that goes away does not cancel the update (the group would be
   // left half-way); it only stops receiving events. Abort cancels.
   bool client_gone = false;
@@ -112,7 +130,7 @@ grpc::Status BroadcasterService::Update(grpc::ServerContext* ctx, const v1::Upda
   auto emit = [&](const UpdateEvent& event) {
     ended = ended || std::holds_alternative<CommittedEvent>(event) ||
             std::holds_alternative<FailedEvent>(event);
-    if (client_gone) return;
+    if (client_gone || std::holds_alternative<JoinedEvent>(event)) return;
     v1::UpdateEvent out;
     if (const auto* e = std::get_if<PlannedEvent>(&event)) {
       auto* p = out.mutable_planned();
@@ -150,8 +168,10 @@ grpc::Status BroadcasterService::Update(grpc::ServerContext* ctx, const v1::Upda
   return ended ? grpc::Status::OK : ToGrpcStatus(s);
 }
 
-grpc::Status BroadcasterService::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+grpc::Status BroadcasterService::GetStatus(grpc::ServerContext* ctx,
+                                           const v1::GetStatusRequest*,
                                            v1::GetStatusResponse* resp) {
+  WC_AUTHORIZE(ctx, caller);
   BroadcasterStatus s = core_->GetStatus();
   resp->set_state(s.state);
   resp->set_last_committed_version(s.last_committed_version);
@@ -167,8 +187,9 @@ grpc::Status BroadcasterService::GetStatus(grpc::ServerContext*, const v1::GetSt
   return grpc::Status::OK;
 }
 
-grpc::Status BroadcasterService::Abort(grpc::ServerContext*, const v1::AbortRequest*,
+grpc::Status BroadcasterService::Abort(grpc::ServerContext* ctx, const v1::AbortRequest*,
                                        v1::AbortResponse* resp) {
+  WC_AUTHORIZE(ctx, caller);
   resp->set_aborted_update(core_->Abort());
   return grpc::Status::OK;
 }

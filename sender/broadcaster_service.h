@@ -1,8 +1,10 @@
-// BroadcasterService: the gRPC adapter over Broadcaster. Converts messages,
-// nothing else: every decision is the core's.
+// BroadcasterService: the gRPC adapter over Broadcaster. Asks ControlAuth
+// who is calling and converts messages, nothing else: every decision is
+// the core's.
 #ifndef WEIGHTCAST_SENDER_BROADCASTER_SERVICE_H_
 #define WEIGHTCAST_SENDER_BROADCASTER_SERVICE_H_
 
+#include "access/control_auth.h"
 #include "sender/broadcaster.h"
 #include "weightcast/v1/control.grpc.pb.h"
 
@@ -10,7 +12,8 @@ namespace weightcast {
 
 class BroadcasterService final : public v1::Broadcaster::Service {
  public:
-  explicit BroadcasterService(Broadcaster* core) : core_(core) {}
+  // Both outlive the service.
+  BroadcasterService(Broadcaster* core, const ControlAuth* auth) : core_(core), auth_(auth) {}
 
   grpc::Status InitBroadcaster(grpc::ServerContext* ctx, const v1::InitBroadcasterRequest* req,
                                v1::InitBroadcasterResponse* resp) override;
@@ -25,6 +28,7 @@ class BroadcasterService final : public v1::Broadcaster::Service {
 
  private:
   Broadcaster* core_;
+  const ControlAuth* auth_;
 };
 
 // Conversions, exposed for tests. INVALID_ARGUMENT naming the tensor.

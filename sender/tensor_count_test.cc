@@ -77,6 +77,7 @@ TEST(TensorCountTest, HundredThousandTensorsArriveWholeInACheckpointAndInVllmPar
   ASSERT_GT(model.regs.size(), 100000u);
   BroadcasterConfig c;
   c.host = "127.0.0.1";
+  c.token = "tok";
   c.num_senders = 1;
   c.inference_world_size = 2;
   c.timeout_s = 600;
@@ -104,10 +105,10 @@ TEST(TensorCountTest, HundredThousandTensorsArriveWholeInACheckpointAndInVllmPar
   std::vector<absl::Status> received(2);
   for (int j = 0; j < 2; ++j) {
     receivers.emplace_back([&, j] {
-      RendezvousKeyValueStore store(address, "");
+      RendezvousKeyValueStore store(address, "tok");
       absl::StatusOr<std::unique_ptr<Receiver>> r =
           Receiver::Create({.rank = 1 + j, .op_timeout = absl::Seconds(600)}, &store,
-                           MakeTransportFactory({.rendezvous_address = address}));
+                           MakeTransportFactory({.rendezvous_address = address, .token = "tok"}));
       if (!r.ok()) {
         received[j] = r.status();
         return;

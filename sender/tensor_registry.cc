@@ -1,5 +1,7 @@
 #include "sender/tensor_registry.h"
 
+#include <sys/stat.h>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
@@ -36,7 +38,8 @@ absl::Status ValidateIpcLocation(const TensorSpec& spec, const CudaIpcLocation& 
 
 }  // namespace
 
-absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors, bool replace) {
+absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors, bool replace,
+                                 const ReadCheck& may_read) {
   std::vector<Entry> fresh;
   fresh.reserve(tensors.size());
   absl::flat_hash_set<std::string> names;
@@ -63,6 +66,11 @@ absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors,
       if (!f.ok()) {
         return Named(t.spec, absl::InvalidArgumentError(f.status().message()));
       }
+      if (may_read) {
+        if (absl::Status s = may_read(loc.path, (*f)->device(), (*f)->inode()); !s.ok()) {
+          return Named(t.spec, s);
+        }
+      }
       it = files.emplace(loc.path, *std::move(f)).first;
     }
     absl::StatusOr<const std::byte*> range = it->second->Range(loc.offset, t.spec.ByteSize());
@@ -87,8 +95,18 @@ absl::Status TensorRegistry::Add(const std::vector<TensorRegistration>& tensors,
   return absl::OkStatus();
 }
 
-absl::Status TensorRegistry::AddCheckpointDir(const std::string& dir, bool replace) {
+absl::Status TensorRegistry::AddCheckpointDir(const std::string& dir, bool replace,
+                                              const ReadCheck& may_read) {
   ASSIGN_OR_RETURN(CheckpointDir ckpt, CheckpointDir::Open(dir));
+  if (may_read && !ckpt.config_json().empty()) {
+    const std::string config = dir + "/config.json";
+    struct stat st {};
+    if (stat(config.c_str(), &st) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(config, ": removed while registering"));
+    }
+    RETURN_IF_ERROR(may_read(config, static_cast<uint64_t>(st.st_dev),
+                             static_cast<uint64_t>(st.st_ino)));
+  }
   std::vector<TensorRegistration> regs;
   for (const CheckpointTensor& t : ckpt.tensors()) {
     regs.push_back(TensorRegistration{
@@ -97,7 +115,7 @@ absl::Status TensorRegistry::AddCheckpointDir(const std::string& dir, bool repla
   if (!ckpt.config_json().empty()) {
     RETURN_IF_ERROR(ValidateConfigJson(ckpt.config_json(), dir + "/config.json"));
   }
-  RETURN_IF_ERROR(Add(regs, replace));
+  RETURN_IF_ERROR(Add(regs, replace, may_read));
   if (!ckpt.config_json().empty()) config_json_ = ckpt.config_json();
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #define WEIGHTCAST_SENDER_TENSOR_REGISTRY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,18 +59,26 @@ struct RegistrySnapshot {
   std::string config_json;
 };
 
+// Whether the caller that registers a file may read it (access/peer.h):
+// given the path and the (device, inode) the daemon mapped. Null: no check.
+using ReadCheck =
+    std::function<absl::Status(const std::string& path, uint64_t device, uint64_t inode)>;
+
 class TensorRegistry {
  public:
   // Adds (or, with `replace`, replaces all with) `tensors`.
   // INVALID_ARGUMENT naming the tensor: invalid spec, duplicate name in the
   // request, missing file, range outside the file or the CUDA allocation, a
   // CUDA IPC handle that is not 64 bytes. CUDA IPC handles are opened at
-  // update time, on the transport's GPU.
-  [[nodiscard]] absl::Status Add(const std::vector<TensorRegistration>& tensors, bool replace);
+  // update time, on the transport's GPU. Every file mapped is first passed
+  // to `may_read` (its refusal, named by tensor, rejects the call).
+  [[nodiscard]] absl::Status Add(const std::vector<TensorRegistration>& tensors, bool replace,
+                                 const ReadCheck& may_read = nullptr);
 
   // Registers every tensor of a safetensors checkpoint directory (and its
-  // config.json). Same rules as Add.
-  [[nodiscard]] absl::Status AddCheckpointDir(const std::string& dir, bool replace);
+  // config.json). Same rules as Add; config.json too passes `may_read`.
+  [[nodiscard]] absl::Status AddCheckpointDir(const std::string& dir, bool replace,
+                                              const ReadCheck& may_read = nullptr);
 
   // Sets the config.json that travels with updates. INVALID_ARGUMENT unless
   // it is a JSON object.

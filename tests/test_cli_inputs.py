@@ -9,9 +9,12 @@ from weightcast_testing.cluster import REPO, default_bin_dir
 MODELS = os.path.join(REPO, "tests", "golden", "models")
 
 
-def run(name, *args):
+def run(name, *args, token="t"):
+    env = {k: v for k, v in os.environ.items() if k != "WEIGHTCAST_TOKEN"}
+    if token is not None:
+        env["WEIGHTCAST_TOKEN"] = token
     return subprocess.run([os.path.join(default_bin_dir(), name), *args], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
 
 
 def test_bad_log_levels_and_timeouts_are_refused_at_start(tmp_path):
@@ -31,8 +34,12 @@ def test_a_token_file_others_can_read_is_refused(tmp_path):
             "--out", str(tmp_path / "o"))
     p = run(*recv, "--token-file", str(tok))
     assert p.returncode == 2 and "readable by every user" in p.stderr, p.stderr
-    p = run(*recv, "--token-file", str(tok), "--token", "x")
-    assert p.returncode == 2 and "exclusive" in p.stderr, p.stderr
+    # The token never travels on a command line, where every local user
+    # sees it in ps; without one a receiver is refused.
+    p = run(*recv, "--token", "x")
+    assert p.returncode != 0 and "--token" in p.stdout + p.stderr, p.stderr
+    p = run(*recv, token=None)
+    assert p.returncode == 2 and "group token is required" in p.stderr, p.stderr
     p = run("weightcastctl", "--addr", f"unix:{tmp_path}/none.sock", "init", "--token-file",
             str(tok))
     assert p.returncode == 2 and "readable by every user" in p.stderr, p.stderr
@@ -45,12 +52,12 @@ def test_convert_reports_bad_input_and_converts_good(tmp_path):
     cfg = os.path.join(MODELS, "qwen3_moe", "config.json")
     p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--family", "dbrx")
     assert p.returncode == 2 and "'dbrx' is not supported" in p.stderr
-    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg)
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--model-config", cfg)
     assert p.returncode == 2 and "is in the fused layout" in p.stderr  # default per-expert
-    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg,
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--model-config", cfg,
             "--source-layout", "fused", "--vllm-rank", "0", "3", "0", "1")
     assert p.returncode == 2 and "not divisible by tp 3" in p.stderr
-    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--config", cfg,
+    p = run("weightcast-convert", "--in", src, "--out", str(tmp_path / "o"), "--model-config", cfg,
             "--source-layout", "fused")
     assert p.returncode == 0 and os.path.isdir(tmp_path / "o" / "step_1")
     # A truncated shard is refused, naming the file.

@@ -165,8 +165,18 @@ def test_daemon_listens_only_on_loopback_unless_asked(tmp_path):
     from weightcast_testing.cluster import default_bin_dir
 
     d = os.path.join(default_bin_dir(), "weightcastd")
-    p = subprocess.run([d, "--listen", "0.0.0.0:0"], capture_output=True, text=True, timeout=30)
+    # TCP at all needs a control token; off loopback also --allow-remote and TLS.
+    p = subprocess.run([d, "--listen", "127.0.0.1:0"], capture_output=True, text=True,
+                       timeout=30, env={k: v for k, v in os.environ.items()
+                                        if k != "WEIGHTCAST_CONTROL_TOKEN"})
+    assert p.returncode == 2 and "control token" in (p.stdout + p.stderr), p.stdout + p.stderr
+    env = {**os.environ, "WEIGHTCAST_CONTROL_TOKEN": "t0ken"}
+    p = subprocess.run([d, "--listen", "0.0.0.0:0"], capture_output=True, text=True, timeout=30,
+                       env=env)
     assert p.returncode == 2 and "--allow-remote" in (p.stdout + p.stderr)
+    p = subprocess.run([d, "--listen", "0.0.0.0:0", "--allow-remote"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert p.returncode == 2 and "needs TLS" in (p.stdout + p.stderr), p.stdout + p.stderr
 
 
 def test_an_address_in_use_is_refused_and_its_owner_keeps_it(make_cluster, tmp_path):
@@ -179,15 +189,18 @@ def test_an_address_in_use_is_refused_and_its_owner_keeps_it(make_cluster, tmp_p
     from weightcast_testing.cluster import default_bin_dir, free_port
 
     d = os.path.join(default_bin_dir(), "weightcastd")
+    tcp_env = {**os.environ, "WEIGHTCAST_CONTROL_TOKEN": "t0ken"}
     c = make_cluster(num_senders=1, num_receivers=1)
     c.start()
     for listen in (c.sock(0), None):
         if listen is None:  # TCP: a first daemon on a port, then a second
             port = free_port()
             listen = f"127.0.0.1:{port}"
-            first = subprocess.Popen([d, "--listen", listen], stdout=subprocess.PIPE, text=True)
+            first = subprocess.Popen([d, "--listen", listen], stdout=subprocess.PIPE, text=True,
+                                     env=tcp_env)
             assert "listening on" in first.stdout.readline()
-        p = subprocess.run([d, "--listen", listen], capture_output=True, text=True, timeout=30)
+        p = subprocess.run([d, "--listen", listen], capture_output=True, text=True, timeout=30,
+                           env=tcp_env)
         log = p.stdout + p.stderr  # spdlog writes to stdout
         assert p.returncode == 2, (listen, log)
         assert "another process is listening" in log or "cannot listen" in log, log
@@ -216,16 +229,32 @@ def test_an_address_in_use_is_refused_and_its_owner_keeps_it(make_cluster, tmp_p
     p.wait(timeout=10)
 
 
-def test_health_service_answers_serving(make_cluster):
+def test_health_service_serves_only_once_initialized(make_cluster):
+    # Uninitialised, a daemon is not to be sent work; tests/test_operations.py
+    # covers a broken group.
     import grpc
+    import time
     from grpc_health.v1 import health_pb2 as health
     from grpc_health.v1 import health_pb2_grpc as health_grpc
 
+    def check():
+        with grpc.insecure_channel(c.sock(0)) as ch:
+            return health_grpc.HealthStub(ch).Check(health.HealthCheckRequest(service=""),
+                                                    timeout=5).status
+
     c = make_cluster(num_senders=1, num_receivers=1)
     c.start_daemons()
-    with grpc.insecure_channel(c.sock(0)) as ch:
-        resp = health_grpc.HealthStub(ch).Check(health.HealthCheckRequest(service=""), timeout=5)
-    assert resp.status == health.HealthCheckResponse.SERVING
+    assert check() == health.HealthCheckResponse.NOT_SERVING
+    assert c.init(0).rc == 0
+    deadline = time.time() + 10
+    while check() != health.HealthCheckResponse.SERVING:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert c.ctl(0, "abort").rc == 0
+    deadline = time.time() + 10
+    while check() != health.HealthCheckResponse.NOT_SERVING:
+        assert time.time() < deadline
+        time.sleep(0.05)
 
 
 def test_daemon_applies_a_text_proto_init_config(tmp_path):
@@ -245,7 +274,8 @@ def test_daemon_applies_a_text_proto_init_config(tmp_path):
     sock = f"unix:{tmp_path}/d.sock"
     d = subprocess.Popen([os.path.join(default_bin_dir(), "weightcastd"), "--listen", sock,
                           "--init-config", str(cfg)], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, "WEIGHTCAST_TOKEN": "group-token"})
     try:
         ctl = os.path.join(default_bin_dir(), "weightcastctl")
         for _ in range(100):

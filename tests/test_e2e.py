@@ -202,8 +202,9 @@ def test_a_receiver_without_the_group_token_is_refused(make_cluster):
     c.start_daemons()
     assert c.init(0).rc == 0
     p = subprocess.run([c.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{c.port}",
-                        "--token", "wrong", "--rank-offset", "1", "--out", c.receiver_out(1)],
-                       capture_output=True, text=True, timeout=30)
+                        "--rank-offset", "1", "--out", c.receiver_out(1)],
+                       capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "WEIGHTCAST_TOKEN": "wrong"})
     assert p.returncode == 1
     assert "UNAUTHENTICATED" in p.stdout + p.stderr
 
@@ -348,8 +349,9 @@ def test_a_second_process_for_a_receiver_rank_is_refused(make_cluster, tmp_path)
     c.write_version(1)
     assert all(r.rc == 0 for r in c.update(1))
     dup = subprocess.run([c.bin("weightcast-recv"), "--rendezvous", f"127.0.0.1:{c.port}",
-                          "--token", c.token, "--rank-offset", "2", "--out", str(tmp_path / "dup"),
-                          "--timeout", "10"], capture_output=True, text=True, timeout=60)
+                          "--token-file", c.token_file(), "--rank-offset", "2", "--out",
+                          str(tmp_path / "dup"), "--timeout", "10"],
+                         capture_output=True, text=True, timeout=60)
     assert dup.returncode == 1, dup.stdout + dup.stderr
     assert "rank 2 is held by another running process" in dup.stdout + dup.stderr
     for version in (2, 3):

@@ -93,9 +93,10 @@ def start_recv(tmp_path, port, rank, token, *extra):
     from weightcast_testing.cluster import default_bin_dir
 
     return subprocess.Popen([os.path.join(default_bin_dir(), "weightcast-recv"),
-                             "--rendezvous", f"127.0.0.1:{port}", "--token", token,
+                             "--rendezvous", f"127.0.0.1:{port}",
                              "--rank-offset", str(rank), "--out", str(tmp_path / f"r{rank}"),
-                             "--timeout", "10", *extra], stderr=subprocess.DEVNULL)
+                             "--timeout", "10", *extra], stderr=subprocess.DEVNULL,
+                            env={**os.environ, "WEIGHTCAST_TOKEN": token})
 
 
 def test_control_errors_carry_the_daemons_code_and_message(daemons):
@@ -107,7 +108,7 @@ def test_control_errors_carry_the_daemons_code_and_message(daemons):
     assert "before InitBroadcaster" in e.value.message and addr in str(e.value)
     with pytest.raises(ControlError) as e:
         s.init(GroupConfig(host="127.0.0.1", port=port, num_senders=1, inference_world_size=1,
-                           bucket_bytes=100), 0)
+                           token="t", bucket_bytes=100), 0)
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "bucket_bytes" in e.value.message
     with pytest.raises(ValueError, match="version"):
         list(s.update(-1))

@@ -75,19 +75,21 @@ TEST_F(GlooTransportTest, RendezvousStoreSemanticsAndToken) {
   EXPECT_EQ(intruder.ErasePrefix("a").status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ(RendezvousClient(address_, "").Get("a").status().code(),
             absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(RendezvousServer::Start("127.0.0.1", 0, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(GlooTransportTest, ClientWaitsForALateServer) {
-  auto port_probe = RendezvousServer::Start("127.0.0.1", 0, "");
+  auto port_probe = RendezvousServer::Start("127.0.0.1", 0, "tok");
   ASSERT_TRUE(port_probe.ok());
   const uint32_t port = (*port_probe)->bound_port();
   (*port_probe)->Shutdown();
   port_probe->reset();
-  RendezvousClient c(absl::StrCat("127.0.0.1:", port), "");
+  RendezvousClient c(absl::StrCat("127.0.0.1:", port), "tok");
   std::unique_ptr<RendezvousServer> late;
   std::thread starter([&] {
     absl::SleepFor(absl::Milliseconds(500));
-    auto s = RendezvousServer::Start("127.0.0.1", port, "");
+    auto s = RendezvousServer::Start("127.0.0.1", port, "tok");
     ASSERT_TRUE(s.ok());
     ASSERT_TRUE((*s)->store().Set("k", "v").ok());
     late = std::move(*s);

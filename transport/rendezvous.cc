@@ -96,7 +96,6 @@ void RendezvousStore::Shutdown() {
 }
 
 grpc::Status RendezvousService::CheckToken(grpc::ServerContext* ctx) const {
-  if (token_.empty()) return grpc::Status::OK;
   const auto& md = ctx->client_metadata();
   auto it = md.find(kTokenMetadataKey);
   if (it == md.end() ||
@@ -151,6 +150,11 @@ grpc::Status RendezvousService::Erase(grpc::ServerContext* ctx, const v1::EraseR
 
 absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(
     const std::string& host, uint32_t port, const std::string& token) {
+  if (token.empty()) {
+    // Without one, any process that reaches the port could write the
+    // group's keys (and wedge it with one bad value).
+    return absl::InvalidArgumentError("rendezvous: a group token is required");
+  }
   std::unique_ptr<RendezvousServer> s(new RendezvousServer());
   s->service_ = std::make_unique<RendezvousService>(&s->store_, token);
   grpc::ServerBuilder builder;

@@ -1,7 +1,7 @@
 // The group rendezvous: a small key-value store that sender rank 0 serves
 // over gRPC (weightcast.v1.Rendezvous), so receivers and the other senders
-// need only its address. Set / Get / Wait with deadlines; a shared token,
-// when configured, is required on every call (metadata x-weightcast-token).
+// need only its address. Set / Get / Wait with deadlines; the group token
+// (required) must come with every call (metadata x-weightcast-token).
 //
 //   auto server = RendezvousServer::Start("127.0.0.1", 29501, token);
 //   RendezvousClient client("127.0.0.1:29501", token);

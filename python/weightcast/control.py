@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
 import grpc
@@ -31,6 +32,11 @@ from weightcast.v1 import control_pb2, control_pb2_grpc
 
 __all__ = ["GroupConfig", "Sidecar", "SidecarStatus", "Planned", "BucketSent", "SourceReleased",
            "Committed", "control_pb2", "control_pb2_grpc"]
+
+# Where the control token (TCP daemons) and the group token are read from
+# when not given.
+CONTROL_TOKEN_ENV = "WEIGHTCAST_CONTROL_TOKEN"
+TOKEN_ENV = "WEIGHTCAST_TOKEN"
 
 # How long a unary call may take (the daemon answers them at once; Init of
 # a non-zero sender waits for the rendezvous of sender 0 to answer).
@@ -54,7 +60,7 @@ class GroupConfig:
     port: int
     num_senders: int
     inference_world_size: int
-    token: str = ""
+    token: str = field(default_factory=lambda: os.environ.get(TOKEN_ENV, ""))  # required
     timeout_s: float = 0.0          # 0: the daemon's default (120 s)
     transport: str = "gloo"
     bucket_bytes: int = 0           # 0: the daemon's default (64 MiB)
@@ -160,18 +166,36 @@ def descriptor_proto(d: Mapping[str, Any]) -> control_pb2.TensorDescriptor:
 
 
 class Sidecar:
-    """A client of one weightcastd. ``address``: ``unix:/path/to.sock`` or
-    ``host:port``. Thread-safe: calls may come from several threads (an
-    update stream on one, status or abort on another)."""
+    """A client of one weightcastd. ``address``: ``unix:/path/to.sock`` (the
+    daemon admits its own user, root and its ``--control-group``) or
+    ``host:port``, where every call carries the daemon's control token
+    (``control_token``, default ``$WEIGHTCAST_CONTROL_TOKEN``) and, off
+    loopback, goes over TLS verified with ``tls_ca`` (PEM file). Thread-safe:
+    calls may come from several threads (an update stream on one, status or
+    abort on another)."""
 
     def __init__(self, address: str, call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
-                 sender_rank: int | None = None):
+                 sender_rank: int | None = None, *, control_token: str | None = None,
+                 tls_ca: str | None = None):
         if not address:
             raise ValueError("a sidecar address is required (unix:/path or host:port)")
         self.address = address
         self.sender_rank = sender_rank
         self.call_timeout_s = call_timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if address.startswith("unix:"):
+            self._channel = grpc.insecure_channel(address)
+        else:
+            token = control_token if control_token is not None else os.environ.get(
+                CONTROL_TOKEN_ENV, "")
+            if token:
+                self._metadata = (("authorization", f"Bearer {token}"),)
+            if tls_ca:
+                with open(tls_ca, "rb") as f:
+                    creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+                self._channel = grpc.secure_channel(address, creds)
+            else:
+                self._channel = grpc.insecure_channel(address)
         self._stub = control_pb2_grpc.BroadcasterStub(self._channel)
 
     # ---- errors ----------------------------------------------------------
@@ -183,7 +207,8 @@ class Sidecar:
 
     def _call(self, method, request, timeout_s: float | None):
         try:
-            return method(request, timeout=timeout_s or self.call_timeout_s)
+            return method(request, timeout=timeout_s or self.call_timeout_s,
+                          metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._error(e) from None
 
@@ -223,7 +248,7 @@ class Sidecar:
         if not isinstance(version, int) or version < 1 or version >= 1 << 63:
             raise ValueError(f"version {version!r}: an integer in [1, 2^63)")
         stream = self._stub.Update(control_pb2.UpdateRequest(version=version, new_model=new_model),
-                                   timeout=timeout_s)
+                                   timeout=timeout_s, metadata=self._metadata)
         try:
             for ev in stream:
                 kind = ev.WhichOneof("event")

@@ -64,12 +64,14 @@ class GroupUpdate:
 class Orchestrator:
     """The sidecars of one group, sender rank = index in ``addresses``."""
 
-    def __init__(self, addresses: Sequence[str], call_timeout_s: float = 60.0):
+    def __init__(self, addresses: Sequence[str], call_timeout_s: float = 60.0, *,
+                 control_token: str | None = None, tls_ca: str | None = None):
         if not addresses:
             raise ValueError("a group needs at least one sidecar address")
         if len(set(addresses)) != len(addresses):
             raise ValueError(f"a sidecar address appears twice: {list(addresses)}")
-        self.sidecars = [Sidecar(a, call_timeout_s=call_timeout_s, sender_rank=r)
+        self.sidecars = [Sidecar(a, call_timeout_s=call_timeout_s, sender_rank=r,
+                                 control_token=control_token, tls_ca=tls_ca)
                          for r, a in enumerate(addresses)]
         self._pool = ThreadPoolExecutor(max_workers=max(2, 2 * len(addresses)),
                                         thread_name_prefix="weightcast-orchestrator")

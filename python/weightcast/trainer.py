@@ -142,8 +142,10 @@ class TrainerSidecar:
     Not thread-safe: one training loop drives it."""
 
     def __init__(self, address: str, *, shm_dir: str = "/dev/shm", call_timeout_s: float = 60.0,
-                 sender_rank: int | None = None):
-        self.sidecar = Sidecar(address, call_timeout_s=call_timeout_s, sender_rank=sender_rank)
+                 sender_rank: int | None = None, control_token: str | None = None,
+                 tls_ca: str | None = None):
+        self.sidecar = Sidecar(address, call_timeout_s=call_timeout_s, sender_rank=sender_rank,
+                               control_token=control_token, tls_ca=tls_ca)
         self.shm_dir = shm_dir
         self._source: Any = None
         self._names: set[str] | None = None

@@ -144,9 +144,10 @@ class TrainingGroup:
         log = open(f"{self.workdir}/recv{rank}.log", "a")
         p = subprocess.Popen(
             [os.path.join(default_bin_dir(), "weightcast-recv"), "--rendezvous", self.rendezvous,
-             "--token", self.token, "--rank-offset", str(rank), "--out",
+             "--rank-offset", str(rank), "--out",
              f"{self.workdir}/recv{rank}", "--timeout", str(self.timeout_s), *extra],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "WEIGHTCAST_TOKEN": self.token})
         self.receivers.append(p)
         return p
 

@@ -52,7 +52,8 @@ class InitInfo:
     "host" (all or nothing, one host copy of the model), "device" (the
     same on the worker's GPU, for NCCL groups; not run yet: no GPU build of
     vLLM has been available here) or "none" (stream into the engine).
-    ``check_tensors``: refuse, before voting, a version
+    ``token``: the group token (default: ``$WEIGHTCAST_TOKEN``; one is
+    required). ``check_tensors``: refuse, before voting, a version
     whose tensors differ in name, dtype or shape from the checkpoint the
     engine loaded (when that is a local safetensors directory)."""
 
@@ -257,7 +258,7 @@ class VllmReceiverCore:
                                reuse=info.staging != "none")
         # On a GPU worker the receive buffers are on its device (NCCL groups);
         # "device" staging keeps the tensors there.
-        self.receiver = Receiver(info.rendezvous, rank=rank, token=info.token,
+        self.receiver = Receiver(info.rendezvous, rank=rank, token=info.token or None,
                                  timeout_s=info.timeout_s, bind_host=info.bind_host,
                                  lib_path=info.lib_path or None,
                                  cuda_device=(self.device.index or 0) if cuda else 0,
