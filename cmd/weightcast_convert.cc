@@ -3,7 +3,7 @@
 // network: for converting offline, and for validating the formats against
 // transformers (tests/golden/validate.py).
 //
-//   weightcast-convert --in STATE_DICT_DIR --out ROOT --version 1
+//   weightcast-convert --in STATE_DICT_DIR --out ROOT --weight-version 1
 //       --source-layout fused [--quantization fp8-block]   (one command line)
 // writes ROOT/step_1. Exit codes: 0 ok, 1 conversion failed, 2 bad usage.
 #include <cstdio>
@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "common/checkpoint.h"
+#include "cmd/cli.h"
 #include "kernels/pack_reference.h"
 #include "formats/layout.h"
 #include "formats/vllm_layout.h"
@@ -19,25 +20,27 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"weightcast-convert: convert a checkpoint with weightcast's format rules"};
+  weightcast::AddStandardFlags(app, "weightcast-convert");
   std::string in, out, config_path;
   uint64_t version = 1, shard_bytes = uint64_t{4} << 30;
   weightcast::FormatOptionsText f;
   app.add_option("--in", in, "safetensors checkpoint directory")->required();
   app.add_option("--out", out, "output root (ROOT/step_<version>)")->required();
-  app.add_option("--version", version)->capture_default_str();
-  app.add_option("--config", config_path, "config.json to use (default: the one in --in)");
-  app.add_option("--family", f.family);
+  app.add_option("--weight-version", version, "the version written (ROOT/step_<version>)")
+      ->capture_default_str();
+  app.add_option("--model-config", config_path, "config.json to use (default: the one in --in)");
+  app.add_option("--family", f.family, "model family (default: config.json model_type)");
   app.add_option("--source-layout", f.source_layout, "per-expert | fused | stacked");
   app.add_option("--target", f.target, "hf | hf-fused");
   app.add_option("--quantization", f.quant_method, "none | fp8-block");
   app.add_option("--scale-rule", f.scale_rule, "amax-clamp | scale-clamp");
-  app.add_flag("--pow2-scales", f.power_of_two_scales);
-  app.add_option("--shard-bytes", shard_bytes)->capture_default_str();
+  app.add_flag("--pow2-scales", f.power_of_two_scales, "power-of-two (UE8M0) FP8 scales");
+  app.add_option("--shard-bytes", shard_bytes, "largest safetensors shard")->capture_default_str();
   std::vector<int> vllm_rank;
   app.add_option("--vllm-rank", vllm_rank,
                  "write the vLLM FusedMoE layout of TP_RANK TP_SIZE EP_RANK EP_SIZE instead")
       ->expected(4);
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> rc = weightcast::ParseCommandLine(app, argc, argv)) return *rc;
 
   auto fail = [](const absl::Status& s) {
     std::fprintf(stderr, "weightcast-convert: %s\n", s.ToString().c_str());

@@ -14,11 +14,17 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <prometheus/registry.h>
+#include <systemd/sd-daemon.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/checkpoint.h"
 #include "common/secret.h"
+#include "cmd/cli.h"
+#include "ops/http_endpoint.h"
+#include "ops/receiver_telemetry.h"
+#include "ops/structured_log.h"
 #include "protocol/rendezvous_store.h"
 #include "receiver/checkpoint_sink.h"
 #include "receiver/discard_sink.h"
@@ -44,8 +50,9 @@ int main(int argc, char** argv) {
   std::string token_file;
   app.add_option("--token-file", token_file,
                  "file holding the group token (default: $WEIGHTCAST_TOKEN)");
-  app.add_option("--token", token, "group token (visible in ps: prefer --token-file)");
-  app.add_option("--rank-offset", rank_offset, "global rank of this process's first rank")
+  app.add_option("--rank,--rank-offset", rank_offset,
+                 "this process's (first) global inference rank (--rank-offset: the old "
+                 "spelling, kept for one release)")
       ->required();
   app.add_option("--num-ranks", num_ranks, "inference ranks this process joins as")
       ->capture_default_str();
@@ -67,23 +74,45 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--family", family, "model family for --layout vllm (default: config.json)");
   app.add_option("--tp-rank", vllm.tp_rank, "vLLM tensor-parallel rank")->capture_default_str();
-  app.add_option("--tp-size", vllm.tp_size)->capture_default_str();
+  app.add_option("--tp-size", vllm.tp_size, "vLLM tensor-parallel size")->capture_default_str();
   app.add_option("--ep-rank", vllm.ep_rank, "vLLM expert-parallel rank")->capture_default_str();
-  app.add_option("--ep-size", vllm.ep_size)->capture_default_str();
-  app.add_option("--test-corrupt-bucket", corrupt_bucket, "test hook: flip a byte in this bucket");
+  app.add_option("--ep-size", vllm.ep_size, "vLLM expert-parallel size")->capture_default_str();
+  // Test hooks: in no group, so --help does not list them.
+  app.add_option("--test-corrupt-bucket", corrupt_bucket, "test hook: flip a byte in this bucket")
+      ->group("");
   app.add_option("--test-exit-after-bucket", exit_after_bucket,
-                 "test hook: exit (as a crash) after receiving this bucket");
+                 "test hook: exit (as a crash) after receiving this bucket")
+      ->group("");
   bool fail_publish = false;
   app.add_flag("--test-fail-publish", fail_publish,
-               "test hook: fail to publish after the group voted to commit");
+               "test hook: fail to publish after the group voted to commit")
+      ->group("");
   app.add_option("--test-fault-version", fault_version,
-                 "test hooks apply to this version only (0: all)");
+                 "test hooks apply to this version only (0: all)")
+      ->group("");
+  std::string log_level = "info", log_format = "text", metrics_listen;
+  size_t keep = 0;
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  app.add_option("--log-format", log_format, "text, or json (one object per line)")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT serving /metrics (Prometheus) and /healthz (off when empty)");
+  app.add_option("--keep", keep,
+                 "keep the newest N step_* directories, removing older ones after each commit "
+                 "(0: keep all)")
+      ->capture_default_str();
+  weightcast::AddStandardFlags(app, "weightcast-recv");
   std::string file_mode_text = "0640";
   app.add_option("--file-mode", file_mode_text,
                  "permission bits (octal) of the checkpoint files written; directories get "
                  "search where read is allowed")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  if (std::optional<int> rc = weightcast::ParseCommandLine(app, argc, argv)) return *rc;
+  if (absl::Status s = weightcast::ConfigureLogging(log_level, log_format); !s.ok()) {
+    std::fprintf(stderr, "weightcast-recv: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   const uint32_t file_mode =
       static_cast<uint32_t>(std::strtoul(file_mode_text.c_str(), nullptr, 8));
   if (file_mode_text.empty() || file_mode_text.size() > 4 ||
@@ -102,14 +131,15 @@ int main(int argc, char** argv) {
                          "--idle-timeout >= 0\n");
     return 2;
   }
-  if (!token.empty() && !token_file.empty()) {
-    std::fprintf(stderr, "weightcast-recv: --token and --token-file are exclusive\n");
-    return 2;
-  }
-  if (token.empty()) {
+  {
     absl::StatusOr<std::string> t = weightcast::ReadToken(token_file);
     if (!t.ok()) {
       std::fprintf(stderr, "weightcast-recv: %s\n", std::string(t.status().message()).c_str());
+      return 2;
+    }
+    if (t->empty()) {
+      std::fprintf(stderr, "weightcast-recv: a group token is required (--token-file or "
+                           "$WEIGHTCAST_TOKEN)\n");
       return 2;
     }
     token = *t;
@@ -154,6 +184,20 @@ int main(int argc, char** argv) {
     receivers.push_back(*std::move(r));
   }
 
+  auto registry = std::make_shared<prometheus::Registry>();
+  weightcast::ReceiverTelemetry telemetry(*registry);
+  std::unique_ptr<weightcast::OpsEndpoint> ops;
+  if (!metrics_listen.empty()) {
+    auto e = weightcast::OpsEndpoint::Start(metrics_listen, registry,
+                                            [&telemetry] { return telemetry.health(); });
+    if (!e.ok()) {
+      spdlog::error("--metrics-listen: {}", std::string(e.status().message()));
+      return 2;
+    }
+    ops = *std::move(e);
+    spdlog::info("metrics and health on http://{}/metrics, /healthz", ops->address());
+  }
+
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < num_ranks; ++i) {
@@ -170,17 +214,20 @@ int main(int argc, char** argv) {
                                                   : checkpoint;
       uint64_t done = 0;
       absl::Time last_activity = absl::Now();
+      telemetry.RankStarted(rank, weightcast::CheckpointWriter::ReadLatest(dir).value_or(0));
+      std::string stop_reason = "stopped";
       while (!g_stop && (max_updates == 0 || done < max_updates)) {
         auto result = receivers[i]->ReceiveNext(sink, absl::Seconds(1));
         if (!result.ok()) {
           if (absl::IsCancelled(result.status())) break;
           if (receivers[i]->rank_lost()) {
-            spdlog::error("rank {}: {}", rank, result.status().ToString());
+            telemetry.RankFailed(rank, result.status(), /*lost=*/true);
+            stop_reason = std::string(result.status().message());
             ++failures;
             break;
           }
           // This rank's part failed (the group re-forms at the next update).
-          spdlog::warn("rank {}: {}", rank, result.status().ToString());
+          telemetry.RankFailed(rank, result.status(), /*lost=*/false);
           ++done;
           last_activity = absl::Now();
           continue;
@@ -188,6 +235,7 @@ int main(int argc, char** argv) {
         if (!result->has_value()) {
           if (idle_timeout_s > 0 && absl::Now() - last_activity > absl::Seconds(idle_timeout_s)) {
             spdlog::error("rank {}: no update announced for {} s", rank, idle_timeout_s);
+            stop_reason = "idle timeout";
             ++failures;
             break;
           }
@@ -196,6 +244,11 @@ int main(int argc, char** argv) {
         const weightcast::ReceiveResult& r = **result;
         ++done;
         last_activity = absl::Now();
+        telemetry.VersionEnded(rank, r);
+        if (r.committed && keep > 0 && !discard) {
+          absl::StatusOr<size_t> pruned = weightcast::CheckpointWriter::KeepNewest(dir, keep);
+          if (!pruned.ok()) spdlog::warn("rank {}: --keep: {}", rank, pruned.status().ToString());
+        }
         if (r.committed) {
           std::printf("rank %d: committed version %llu -> %s (%llu bytes, %.3f s, %.2f GB/s)\n",
                       rank, static_cast<unsigned long long>(r.weight_version),
@@ -207,8 +260,12 @@ int main(int argc, char** argv) {
         }
         std::fflush(stdout);
       }
+      telemetry.RankStopped(rank, stop_reason);
     });
   }
+  sd_notify(0, absl::StrCat("READY=1\nSTATUS=receiving as rank ", rank_offset,
+                            num_ranks > 1 ? absl::StrCat("..", rank_offset + num_ranks - 1) : "")
+                   .c_str());
   std::thread signal_waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -298,6 +299,32 @@ absl::Status CheckpointWriter::CleanStaleTemps(const std::string& out_root) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<size_t> CheckpointWriter::KeepNewest(const std::string& out_root, size_t keep) {
+  if (keep == 0) return absl::InvalidArgumentError("keep: at least the newest version stays");
+  std::vector<uint64_t> versions;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out_root, ec)) {
+    const std::string name = e.path().filename().string();
+    uint64_t v = 0;
+    if (absl::StartsWith(name, "step_") && absl::SimpleAtoi(name.substr(5), &v) &&
+        e.is_directory(ec)) {
+      versions.push_back(v);
+    }
+  }
+  if (ec) return absl::InternalError(absl::StrCat(out_root, ": ", ec.message()));
+  std::sort(versions.rbegin(), versions.rend());
+  absl::StatusOr<uint64_t> latest = ReadLatest(out_root);
+  size_t removed = 0;
+  for (size_t i = keep; i < versions.size(); ++i) {
+    if (latest.ok() && versions[i] == *latest) continue;
+    const std::string dir = absl::StrCat(out_root, "/step_", versions[i]);
+    fs::remove_all(dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat(dir, ": cannot remove: ", ec.message()));
+    ++removed;
+  }
+  return removed;
 }
 
 absl::StatusOr<uint64_t> CheckpointWriter::ReadLatest(const std::string& out_root) {

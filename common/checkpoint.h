@@ -83,6 +83,10 @@ class CheckpointWriter {
 
   // Removes .tmp-step_* directories left by crashed runs.
   [[nodiscard]] static absl::Status CleanStaleTemps(const std::string& out_root);
+  // Removes OUT/step_<v> directories but the newest `keep` (keep >= 1),
+  // never the one LATEST names. Returns how many were removed; INTERNAL
+  // naming the directory that could not be removed.
+  [[nodiscard]] static absl::StatusOr<size_t> KeepNewest(const std::string& out_root, size_t keep);
   // The version in OUT/LATEST; NOT_FOUND when none was committed.
   [[nodiscard]] static absl::StatusOr<uint64_t> ReadLatest(const std::string& out_root);
 

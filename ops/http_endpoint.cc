@@ -30,13 +30,14 @@ absl::StatusOr<std::pair<std::string, int>> ParseHostPort(const std::string& add
 
 absl::StatusOr<std::unique_ptr<OpsEndpoint>> OpsEndpoint::Start(
     const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
-    HealthProbe health) {
+    HealthProbe health, std::function<void()> before_scrape) {
   auto parsed = ParseHostPort(listen, "metrics address");
   if (!parsed.ok()) return parsed.status();
   const auto& [host, port] = *parsed;
   std::unique_ptr<OpsEndpoint> e(new OpsEndpoint());
   e->registry_ = std::move(registry);
   e->health_ = std::move(health);
+  e->before_scrape_ = std::move(before_scrape);
   e->http_ = std::make_unique<httplib::Server>();
   // cpp-httplib's default also sets SO_REUSEPORT, which would let a second
   // process share the port (scrapes split between two daemons).
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<OpsEndpoint>> OpsEndpoint::Start(
   });
   OpsEndpoint* self = e.get();
   e->http_->Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    if (self->before_scrape_) self->before_scrape_();
     const std::string text = prometheus::TextSerializer().Serialize(self->registry_->Collect());
     res.set_content(text, "text/plain; version=0.0.4; charset=utf-8");
   });

@@ -41,7 +41,7 @@ class OpsEndpoint {
   // address is taken, INVALID_ARGUMENT when malformed.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<OpsEndpoint>> Start(
       const std::string& listen, std::shared_ptr<prometheus::Registry> registry,
-      HealthProbe health);
+      HealthProbe health, std::function<void()> before_scrape = nullptr);
   ~OpsEndpoint();
   OpsEndpoint(const OpsEndpoint&) = delete;
   OpsEndpoint& operator=(const OpsEndpoint&) = delete;
@@ -53,6 +53,7 @@ class OpsEndpoint {
   OpsEndpoint() = default;
   std::shared_ptr<prometheus::Registry> registry_;
   HealthProbe health_;
+  std::function<void()> before_scrape_;  // refreshes gauges read from state
   std::unique_ptr<httplib::Server> http_;
   std::thread thread_;
   std::string address_;

@@ -36,6 +36,10 @@ constexpr uint64_t kMaxVersion = (uint64_t{1} << 63) - 1;
 
 absl::Status ValidateConfig(const BroadcasterConfig& c) {
   if (c.host.empty()) return absl::InvalidArgumentError("host: empty");
+  if (c.token.empty()) {
+    return absl::InvalidArgumentError(
+        "token: a group token is required (every rank of the group proves it knows it)");
+  }
   if (c.port == 0 && c.sender_rank != 0) {
     return absl::InvalidArgumentError("port: 0 is only allowed on sender rank 0 (pick a free port)");
   }
@@ -86,6 +90,13 @@ BroadcasterConfig WithDefaults(BroadcasterConfig c) {
 }
 
 }  // namespace
+
+absl::Status ValidateBroadcasterConfig(const BroadcasterConfig& raw) {
+  BroadcasterConfig config = raw;
+  if (config.transport.empty()) config.transport = "gloo";
+  RETURN_IF_ERROR(ValidateConfig(config));
+  return ParseFormatOptions(WithDefaults(config).format).status();
+}
 
 Broadcaster::Broadcaster() { stats_.state = "uninitialized"; }
 
@@ -140,6 +151,7 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
   absl::StatusOr<std::string> incarnation = store_->Get(kIncarnationKey);
   incarnation_ = incarnation.ok() ? *incarnation : "";
   initialized_ = true;
+  stats_.group_broken = false;
   stats_.state = "idle";
   stats_.rank = config.sender_rank;
   stats_.world_size = world;
@@ -148,7 +160,8 @@ absl::StatusOr<std::pair<uint32_t, uint32_t>> Broadcaster::Init(const Broadcaste
 
 absl::Status Broadcaster::Register(const std::vector<TensorRegistration>& tensors,
                                    const std::string& checkpoint_dir, bool replace,
-                                   const std::string& config_json) {
+                                   const std::string& config_json,
+                                   const ReadCheck& may_read) {
   absl::MutexLock lock(&mu_);
   if (updating_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -160,9 +173,9 @@ absl::Status Broadcaster::Register(const std::vector<TensorRegistration>& tensor
   }
   // Validate into a copy so a failure keeps the registry as it was.
   TensorRegistry next = registry_;
-  if (!checkpoint_dir.empty()) RETURN_IF_ERROR(next.AddCheckpointDir(checkpoint_dir, replace));
+  if (!checkpoint_dir.empty()) RETURN_IF_ERROR(next.AddCheckpointDir(checkpoint_dir, replace, may_read));
   if (!tensors.empty()) {
-    RETURN_IF_ERROR(next.Add(tensors, replace && checkpoint_dir.empty()));
+    RETURN_IF_ERROR(next.Add(tensors, replace && checkpoint_dir.empty(), may_read));
   }
   if (!config_json.empty()) RETURN_IF_ERROR(next.SetConfigJson(config_json));
   registry_ = std::move(next);
@@ -177,6 +190,8 @@ std::pair<uint32_t, uint64_t> Broadcaster::RegisteredCount() const {
 
 absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_event,
                                  bool new_model) {
+  UpdateObserver observer;
+  UpdateContext context;
   {
     absl::MutexLock lock(&mu_);
     if (!initialized_) {
@@ -206,7 +221,14 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
     updating_ = true;
     updating_version_ = version;
     stats_.state = "updating";
+    observer = observer_;
+    context = UpdateContext{.version = version, .sender_rank = config_.sender_rank,
+                            .started = absl::Now()};
   }
+  const UpdateEventSink emit = [&](const UpdateEvent& e) {
+    on_event(e);
+    if (observer) observer(context, e);
+  };
   const absl::Time start = absl::Now();
   uint64_t sent = 0;
   std::vector<RankVersion> receivers;
@@ -283,6 +305,7 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
       BrokenWatch watch(*member, a->generation);
       ASSIGN_OR_RETURN(Transport * transport,
                        member->Join(*a, absl::Now() + timeout));
+      if (observer) observer(context, JoinedEvent{.seq = a->seq, .generation = a->generation});
       SenderUpdate u{.weight_version = version,
                      .seq = a->seq,
                      .num_senders = config.num_senders,
@@ -296,7 +319,7 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
                      .op_timeout = timeout,
                      .store = store.get(),
                      .sources_intact = [&snap, &stamps] { return SourcesIntact(snap, stamps); }};
-      absl::StatusOr<UpdateSummary> r = RunSenderUpdate(*transport, u, on_event);
+      absl::StatusOr<UpdateSummary> r = RunSenderUpdate(*transport, u, emit);
       if (!r.ok() && !transport->healthy()) member->MarkBroken(r.status());
       return r;
     }();
@@ -316,19 +339,22 @@ absl::Status Broadcaster::Update(uint64_t version, const UpdateEventSink& on_eve
     stats_.updates_committed++;
     stats_.bytes_sent += sent;
   }
+  if (committed) stats_.group_broken = false;
   if (status.ok()) {
-    on_event(CommittedEvent{
+    emit(CommittedEvent{
         .version = version, .bytes = sent, .seconds = seconds, .receivers = receivers});
   } else if (committed) {
     stats_.last_error = std::string(status.message());
-    on_event(FailedEvent{.version = version, .status = status, .receivers = receivers});
+    emit(FailedEvent{.version = version, .status = status, .receivers = receivers});
   } else {
+    stats_.group_broken = absl::IsUnavailable(status) || absl::IsAborted(status) ||
+                          absl::IsDeadlineExceeded(status);
     if (!initialized_ && !absl::IsAborted(status)) {
       status = absl::AbortedError(absl::StrCat("update aborted: ", status.message()));
     }
     stats_.updates_failed++;
     stats_.last_error = std::string(status.message());
-    on_event(FailedEvent{.version = version, .status = status});
+    emit(FailedEvent{.version = version, .status = status});
   }
   stats_.state = initialized_ ? "idle" : "uninitialized";
   return status;
@@ -382,6 +408,17 @@ absl::StatusOr<Broadcaster::DataPlane> Broadcaster::PrepareDataPlane(
   // Tensors no longer registered let go of their allocations.
   ipc_->RetainOnly(names);
   return plane;
+}
+
+std::string NotServingReason(const BroadcasterStatus& status) {
+  if (status.state == "uninitialized") return "not initialized (InitBroadcaster)";
+  if (status.group_broken) return absl::StrCat("group broken: ", status.last_error);
+  return "";
+}
+
+void Broadcaster::SetObserver(UpdateObserver observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
 }
 
 BroadcasterStatus Broadcaster::GetStatus() const {

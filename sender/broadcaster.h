@@ -67,9 +67,31 @@ struct BroadcasterStatus {
   uint32_t rank = 0;
   uint32_t world_size = 0;
   uint64_t generation = 0;
+  // The last update failed because a peer was lost, stopped or timed out
+  // (UNAVAILABLE, ABORTED, DEADLINE_EXCEEDED) and none has committed since;
+  // cleared by a commit or a new Init. Health reports NOT_SERVING then.
+  bool group_broken = false;
   // The version each receiver rank last reported publishing (0: none yet).
   std::vector<RankVersion> receivers;
 };
+
+// What Init checks before touching anything: INVALID_ARGUMENT naming the
+// field. Exposed for the init-config fuzzer (fuzz/).
+[[nodiscard]] absl::Status ValidateBroadcasterConfig(const BroadcasterConfig& config);
+
+// Why a daemon in `status` should not be sent work (health NOT_SERVING):
+// uninitialised, or its group broken; empty when it is serving.
+[[nodiscard]] std::string NotServingReason(const BroadcasterStatus& status);
+
+// What an observer of updates (metrics, logs: ops/) is told with each event.
+struct UpdateContext {
+  uint64_t version = 0;
+  uint32_t sender_rank = 0;
+  absl::Time started;  // when Update was called
+};
+// Called on the update thread, after the caller's sink, sometimes with the
+// core's lock held: it must not call back into the Broadcaster.
+using UpdateObserver = std::function<void(const UpdateContext&, const UpdateEvent&)>;
 
 class Broadcaster {
  public:
@@ -82,10 +104,12 @@ class Broadcaster {
   // group rendezvous on host:port; returns (rank, world size).
   [[nodiscard]] absl::StatusOr<std::pair<uint32_t, uint32_t>> Init(const BroadcasterConfig& config);
 
-  // See TensorRegistry. Allowed in any state but while updating.
+  // See TensorRegistry. Allowed in any state but while updating. Every
+  // file passes `may_read` (whether the caller may read it) first.
   [[nodiscard]] absl::Status Register(const std::vector<TensorRegistration>& tensors,
                                       const std::string& checkpoint_dir, bool replace,
-                                      const std::string& config_json = "");
+                                      const std::string& config_json = "",
+                                      const ReadCheck& may_read = nullptr);
   [[nodiscard]] std::pair<uint32_t, uint64_t> RegisteredCount() const;
 
   // Runs the update of `version` to its end, emitting events; the last one
@@ -98,6 +122,9 @@ class Broadcaster {
                                     bool new_model = false);
 
   [[nodiscard]] BroadcasterStatus GetStatus() const;
+
+  // Every later update's events also go to `observer` (one at a time).
+  void SetObserver(UpdateObserver observer);
 
   // Cancels a running update (it fails with ABORTED) and returns to
   // uninitialized. Returns whether an update was running.
@@ -134,6 +161,7 @@ class Broadcaster {
   // numbers its announcements from 1 again.
   std::string incarnation_ ABSL_GUARDED_BY(mu_);
   BroadcasterStatus stats_ ABSL_GUARDED_BY(mu_);
+  UpdateObserver observer_ ABSL_GUARDED_BY(mu_);
   // Used only by the thread running an update (updating_ makes it the only
   // one), so not under mu_: opening IPC handles must not block GetStatus.
   std::unique_ptr<BucketPacker> gpu_packer_;

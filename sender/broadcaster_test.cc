@@ -2,6 +2,8 @@
 // Receiver and a CallbackSink on the other side of a real gloo group.
 #include "sender/broadcaster.h"
 
+#include <sys/stat.h>
+
 #include <unistd.h>
 
 #include <cmath>
@@ -337,6 +339,13 @@ TEST_F(BroadcasterTest, InitIsIdempotentValidatesAndAbortAllowsReinit) {
     ASSERT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument) << t;
     EXPECT_NE(rt.status().message().find("timeout_s"), std::string::npos);
   }
+  // A group without a token would let anyone who reaches its port write
+  // its rendezvous keys.
+  BroadcasterConfig no_token = cfg;
+  no_token.token = "";
+  auto rn = fresh.Init(no_token);
+  ASSERT_EQ(rn.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(rn.status().message().find("token"), std::string::npos);
 }
 
 TEST_F(BroadcasterTest, AbortEndsAnUpdateWaitingForAbsentReceiversPromptly) {
@@ -375,6 +384,30 @@ TEST_F(BroadcasterTest, RegistrationIsAllOrNothing) {
   EXPECT_EQ(b.RegisteredCount().first, 2u);
   EXPECT_EQ(b.Register({}, "", false, "[1]").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(b.Register({}, TmpDir() + "/no-such-dir", false).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(BroadcasterTest, AFileTheCallerMayNotReadIsRefusedNamingTheTensor) {
+  ShmFile f("p.bin", {{"a", {4}}, {"b", {4}}}, 4);
+  Broadcaster b;
+  ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+  std::vector<std::string> asked;
+  uint64_t mapped_inode = 0;
+  const ReadCheck refuse = [&](const std::string& path, uint64_t, uint64_t inode) {
+    asked.push_back(path);
+    mapped_inode = inode;
+    return absl::PermissionDeniedError(absl::StrCat(path, ": uid 65534 may not read it"));
+  };
+  absl::Status s = b.Register(f.regs, "", true, "", refuse);
+  ASSERT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_NE(s.message().find("tensor 'a'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(f.path), std::string::npos) << s;
+  ASSERT_EQ(asked, std::vector<std::string>{f.path});  // once per file
+  struct stat st {};
+  ASSERT_EQ(stat(f.path.c_str(), &st), 0);
+  EXPECT_EQ(mapped_inode, static_cast<uint64_t>(st.st_ino));
+  EXPECT_EQ(b.RegisteredCount().first, 2u);  // the registry is as it was
+  const ReadCheck allow = [](const std::string&, uint64_t, uint64_t) { return absl::OkStatus(); };
+  EXPECT_TRUE(b.Register(f.regs, "", true, "", allow).ok());
 }
 
 TEST_F(BroadcasterTest, CudaIpcSourcesAreValidatedAndNeedTheNcclTransport) {

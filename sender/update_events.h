@@ -27,6 +27,12 @@ struct BucketSentEvent {
   uint32_t root = 0;
 };
 struct SourceReleasedEvent {};
+// This sender joined the group for the update (observers only: the
+// caller's sink never sees it).
+struct JoinedEvent {
+  uint64_t seq = 0;
+  uint64_t generation = 0;
+};
 struct CommittedEvent {
   uint64_t version = 0;
   uint64_t bytes = 0;
@@ -42,7 +48,8 @@ struct FailedEvent {
 };
 
 using UpdateEvent =
-    std::variant<PlannedEvent, BucketSentEvent, SourceReleasedEvent, CommittedEvent, FailedEvent>;
+    std::variant<PlannedEvent, BucketSentEvent, SourceReleasedEvent, CommittedEvent, FailedEvent,
+                 JoinedEvent>;
 // Called on the update thread; must not block for long.
 using UpdateEventSink = std::function<void(const UpdateEvent&)>;
 

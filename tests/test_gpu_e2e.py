@@ -71,7 +71,7 @@ def test_two_senders_three_receivers_fp8_expansion_over_nccl_equal_the_cpu_path(
         # The CPU path over the same bytes.
         oracle = tmp_path / "oracle"
         p = subprocess.run([c.bin("weightcast-convert"), "--in", str(ckpt), "--out", str(oracle),
-                            "--version", "2", "--source-layout", "fused", "--quantization",
+                            "--weight-version", "2", "--source-layout", "fused", "--quantization",
                             "fp8-block"], capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr
         want = read_checkpoint(str(oracle / "step_2"))

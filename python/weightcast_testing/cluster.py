@@ -41,13 +41,14 @@ def default_bin_dir() -> str:
 
 
 def spawn_weightcastd(workdir: str, s: int, env: dict | None = None,
-                      bin_dir: str | None = None) -> subprocess.Popen:
+                      bin_dir: str | None = None, extra: list[str] = ()) -> subprocess.Popen:
     """Sender daemon ``s`` listening on unix:WORKDIR/wc<s>.sock (the daemon
     replaces a stale socket itself), logging to WORKDIR/weightcastd<s>.log."""
     path = f"{workdir}/wc{s}.sock"
     log = open(f"{workdir}/weightcastd{s}.log", "w")
     return subprocess.Popen([os.path.join(bin_dir or default_bin_dir(), "weightcastd"),
-                             "--listen", f"unix:{path}"], stdout=log, stderr=log, env=env)
+                             "--listen", f"unix:{path}", *extra], stdout=log, stderr=log,
+                            env=env)
 
 
 def free_port() -> int:
@@ -90,6 +91,7 @@ class Cluster:
     bin_dir: str = field(default_factory=default_bin_dir)
     recv_args: dict = field(default_factory=dict)  # rank -> extra args
     init_args: dict = field(default_factory=dict)  # extra weightcastctl init flags
+    daemon_args: dict = field(default_factory=dict)  # sender -> extra weightcastd args
     # NCCL on one GPU: every process its own NCCL_HOSTID, or NCCL refuses two
     # ranks on one device ("Duplicate GPU"); sockets over loopback.
     nccl_one_gpu: bool = False
@@ -124,7 +126,7 @@ class Cluster:
     def start_daemons(self) -> None:
         for s in range(self.num_senders):
             self.daemons.append(spawn_weightcastd(self.workdir, s, self.env(f"sender{s}"),
-                                                  self.bin_dir))
+                                                  self.bin_dir, self.daemon_args.get(s, [])))
         for s in range(self.num_senders):
             deadline = time.time() + 20
             while self.ctl(s, "status").rc != 0:
