@@ -214,7 +214,7 @@ def test_fp8_equals_weightcast_convert(tiny_model, tmp_path, source):
     else:
         model = os.path.join(GOLDEN, "models", source)
         src, expand = os.path.join(model, "state_dict"), True
-        extra = ["--config", os.path.join(model, "config.json"), "--source-layout", "fused"]
+        extra = ["--model-config", os.path.join(model, "config.json"), "--source-layout", "fused"]
     out = tmp_path / "wc"
     subprocess.run([exe, "--in", src, "--out", str(out), "--target", "hf",
                     "--quantization", "fp8-block", *extra], check=True, capture_output=True)

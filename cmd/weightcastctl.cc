@@ -5,14 +5,32 @@
 //   weightcastctl --addr ... update --version 3
 //   weightcastctl --addr ... status [--json]
 //   weightcastctl --addr ... abort
+//   weightcastctl --group group.json update --version 3   (every sidecar at once)
+//
+// A group file names every sidecar of a group, sender rank = position:
+//   {"sidecars": ["unix:/run/weightcast/rank0.sock",
+//                 {"address": "unix:/run/weightcast/rank1.sock",
+//                  "descriptors": "rank1.json"}]}     (or "checkpoint_dir")
+// With --group the subcommand runs against all of them concurrently (init
+// gets each one's --sender-rank and --num-senders), each line of output is
+// prefixed "sender R:", and the exit code is the worst one.
 //
 // Exit codes (stable, for scripts): 0 success; 1 the daemon refused or the
 // update failed; 2 bad usage or input file; 3 the daemon is unreachable.
+#include <fcntl.h>
+#include <algorithm>
+#include <cstring>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <thread>
+#include <vector>
 
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
@@ -22,7 +40,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "access/control_auth.h"
+#include "access/control_listener.h"
+#include "common/descriptor_json.h"
 #include "common/secret.h"
+#include "cmd/cli.h"
 #include "weightcast/v1/control.grpc.pb.h"
 
 namespace {
@@ -40,71 +62,19 @@ int Report(const grpc::Status& s, const std::string& what) {
   return kFailed;
 }
 
-// Reads a descriptor file:
-//   {"config": {...config.json...},            (optional)
-//    "tensors": [{"name": "...", "dtype": "BF16", "shape": [2, 3],
-//                 "shm": {"path": "/dev/shm/x", "offset": 0}}, ...]}
+// Reads a descriptor file (common/descriptor_json.h).
 bool ReadDescriptors(const std::string& path, weightcast::v1::RegisterTensorsRequest* req,
                      std::string* error) {
   std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
   if (!in) {
     *error = absl::StrCat(path, ": cannot open");
     return false;
   }
-  nlohmann::json doc;
-  try {
-    doc = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    *error = absl::StrCat(path, ": not JSON: ", e.what());
-    return false;
-  }
-  if (!doc.is_object() || !doc.contains("tensors") || !doc["tensors"].is_array()) {
-    *error = absl::StrCat(path, ": expected an object with a \"tensors\" array");
-    return false;
-  }
-  if (doc.contains("config")) {
-    if (!doc["config"].is_object()) {
-      *error = absl::StrCat(path, ": \"config\" must be an object (the model's config.json)");
-      return false;
-    }
-    req->set_config_json(doc["config"].dump());
-  }
-  size_t i = 0;
-  for (const auto& t : doc["tensors"]) {
-    const std::string where = absl::StrCat(path, ": tensors[", i++, "]");
-    try {
-      auto* d = req->add_tensors();
-      d->set_name(t.at("name").get<std::string>());
-      d->set_dtype(t.at("dtype").get<std::string>());
-      for (const auto& dim : t.at("shape")) {
-        if (!dim.is_number_integer()) throw std::runtime_error("shape: dimensions must be integers");
-        d->add_shape(dim.get<int64_t>());
-      }
-      if (t.contains("shm")) {
-        d->mutable_shm()->set_path(t["shm"].at("path").get<std::string>());
-        d->mutable_shm()->set_offset(t["shm"].value("offset", uint64_t{0}));
-      } else if (t.contains("cuda_ipc")) {
-        const auto& c = t["cuda_ipc"];
-        // proto3 JSON spells bytes in base64, as the Python trainer helper
-        // (weightcast_trainer.cuda_ipc.descriptors_document) writes them.
-        const std::string b64 = c.at("ipc_handle").get<std::string>();
-        std::string raw;
-        if (!absl::Base64Unescape(b64, &raw)) {
-          throw std::runtime_error("ipc_handle: not base64");
-        }
-        d->mutable_cuda_ipc()->set_ipc_handle(raw);
-        d->mutable_cuda_ipc()->set_offset(c.value("offset", uint64_t{0}));
-        d->mutable_cuda_ipc()->set_device(c.value("device", 0));
-        d->mutable_cuda_ipc()->set_allocation_bytes(c.value("allocation_bytes", uint64_t{0}));
-      } else {
-        throw std::runtime_error("no location: needs \"shm\" or \"cuda_ipc\"");
-      }
-    } catch (const std::exception& e) {
-      *error = absl::StrCat(where, ": ", e.what());
-      return false;
-    }
-  }
-  return true;
+  absl::Status s = weightcast::ParseDescriptors(text.str(), path, req);
+  if (!s.ok()) *error = std::string(s.message());
+  return s.ok();
 }
 
 std::string Human(uint64_t bytes) {
@@ -113,9 +83,16 @@ std::string Human(uint64_t bytes) {
   return absl::StrFormat("%d B", bytes);
 }
 
+// Per call: the control token, for a TCP daemon.
+std::string g_bearer;
+void Authorize(grpc::ClientContext& ctx) {
+  if (!g_bearer.empty()) ctx.AddMetadata(weightcast::kControlAuthMetadataKey, g_bearer);
+}
+
 int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double deadline_s,
               bool new_model) {
   grpc::ClientContext ctx;
+  Authorize(ctx);
   // Every RPC is bounded; the daemon keeps running an update whose client
   // gave up (Abort cancels it).
   ctx.set_deadline(std::chrono::system_clock::now() +
@@ -183,18 +160,145 @@ int RunUpdate(weightcast::v1::Broadcaster::Stub& stub, uint64_t version, double 
   return outcome == -1 ? kFailed : outcome;
 }
 
+struct GroupMember {
+  std::string address;
+  std::vector<std::string> extra;  // register: this sidecar's own source
+};
+
+bool ReadGroupFile(const std::string& path, std::vector<GroupMember>* out, std::string* error) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    *error = absl::StrCat(path, ": cannot open");
+    return false;
+  }
+  const nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("sidecars") ||
+      !doc["sidecars"].is_array() || doc["sidecars"].empty()) {
+    *error = absl::StrCat(path, ": expected {\"sidecars\": [ADDRESS or {\"address\": ...}, ...]}");
+    return false;
+  }
+  for (const auto& e : doc["sidecars"]) {
+    GroupMember m;
+    if (e.is_string()) {
+      m.address = e.get<std::string>();
+    } else if (e.is_object() && e.contains("address") && e["address"].is_string()) {
+      m.address = e["address"].get<std::string>();
+      for (const char* key : {"descriptors", "checkpoint_dir"}) {
+        if (!e.contains(key)) continue;
+        if (!e[key].is_string()) {
+          *error = absl::StrCat(path, ": sidecar ", out->size(), ": \"", key, "\" must be a path");
+          return false;
+        }
+        m.extra = {key == std::string("descriptors") ? "--descriptors" : "--checkpoint-dir",
+                   e[key].get<std::string>()};
+      }
+    } else {
+      *error = absl::StrCat(path, ": sidecar ", out->size(), ": not an address");
+      return false;
+    }
+    for (const GroupMember& o : *out) {
+      if (o.address == m.address) {
+        *error = absl::StrCat(path, ": ", m.address, " appears twice");
+        return false;
+      }
+    }
+    out->push_back(std::move(m));
+  }
+  return true;
+}
+
+// Runs this program once per sidecar (argv without --group, with --addr and,
+// for init, the sender's rank), all at once; prints each one's output
+// prefixed with its rank; returns the worst exit code.
+int RunOnGroup(const std::vector<GroupMember>& group, const std::vector<std::string>& args,
+               const std::string& subcommand) {
+  struct Child {
+    pid_t pid = -1;
+    int out = -1;
+    std::string text;
+    int rc = 3;
+  };
+  std::vector<Child> children(group.size());
+  for (size_t r = 0; r < group.size(); ++r) {
+    std::vector<std::string> a = {"weightcastctl", "--addr", group[r].address};
+    a.insert(a.end(), args.begin(), args.end());
+    if (subcommand == "init") {
+      a.insert(a.end(), {"--sender-rank", absl::StrCat(r)});
+      if (std::find(args.begin(), args.end(), "--num-senders") == args.end()) {
+        a.insert(a.end(), {"--num-senders", absl::StrCat(group.size())});
+      }
+    }
+    if (subcommand == "register") a.insert(a.end(), group[r].extra.begin(), group[r].extra.end());
+    std::vector<char*> cargv;
+    for (std::string& s : a) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return 3;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+    const int rc = posix_spawn(&children[r].pid, "/proc/self/exe", &actions, nullptr,
+                               cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    children[r].out = fds[0];
+    if (rc != 0) {
+      children[r].pid = -1;
+      children[r].text = absl::StrCat("cannot start: ", std::strerror(rc), "\n");
+    }
+  }
+  std::vector<std::thread> readers;
+  for (Child& c : children) {
+    readers.emplace_back([&c] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = read(c.out, buf, sizeof(buf))) > 0) c.text.append(buf, static_cast<size_t>(n));
+      close(c.out);
+      int status = 0;
+      if (c.pid > 0 && waitpid(c.pid, &status, 0) == c.pid && WIFEXITED(status)) {
+        c.rc = WEXITSTATUS(status);
+      }
+    });
+  }
+  for (std::thread& t : readers) t.join();
+  int worst = 0, ok = 0;
+  for (size_t r = 0; r < children.size(); ++r) {
+    std::istringstream lines(children[r].text);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.empty() || line.find_first_not_of("\r") == std::string::npos) continue;
+      std::printf("sender %zu (%s): %s\n", r, group[r].address.c_str(), line.c_str());
+    }
+    worst = std::max(worst, children[r].rc);
+    ok += children[r].rc == 0;
+  }
+  std::printf("group: %s on %d of %zu sidecars\n", subcommand.c_str(), ok, children.size());
+  return worst;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"weightcastctl: control weightcastd sidecars"};
   app.require_subcommand(1);
-  std::string addr = "127.0.0.1:50151";
+  weightcast::AddStandardFlags(app, "weightcastctl");
+  std::string addr = weightcast::DefaultControlAddress();
   double rpc_timeout = 30;
+  std::string control_token_file, tls_ca;
   app.add_option("--addr", addr, "daemon address (unix:PATH or HOST:PORT)")->capture_default_str();
+  app.add_option("--control-token-file", control_token_file,
+                 "TCP: file holding the daemon's control token (default: "
+                 "$WEIGHTCAST_CONTROL_TOKEN)");
+  app.add_option("--tls-ca", tls_ca, "TCP: PEM certificate(s) to verify the daemon's TLS with");
   app.add_option("--rpc-timeout", rpc_timeout, "seconds for unary calls")->capture_default_str();
+  std::string group_file;
+  app.add_option("--group", group_file,
+                 "a group file naming every sidecar: run the command on all of them");
 
   weightcast::v1::InitBroadcasterRequest init;
-  std::string host = "127.0.0.1", transport = "gloo", family, layout, target, quant, rule, token,
+  std::string host = "127.0.0.1", transport = "gloo", family, layout, target, quant, rule,
               data_host;
   uint32_t port = 29501, sender_rank = 0, num_senders = 1, rank_offset = 0, world = 1;
   double timeout_s = 0;
@@ -202,15 +306,21 @@ int main(int argc, char** argv) {
   uint64_t bucket_bytes = 0;
   bool pow2 = false;
   bool allow_non_finite = false;
-  auto* c_init = app.add_subcommand("init", "InitBroadcaster");
+  auto* c_init = app.add_subcommand("init", "join the sidecar to a group (InitBroadcaster)");
   c_init->add_option("--host", host, "rendezvous host")->capture_default_str();
   c_init->add_option("--port", port, "rendezvous port")->capture_default_str();
-  c_init->add_option("--sender-rank", sender_rank)->capture_default_str();
-  c_init->add_option("--num-senders", num_senders)->capture_default_str();
-  c_init->add_option("--rank-offset", rank_offset, "first inference rank (0: num-senders)");
-  c_init->add_option("--inference-world-size", world)->capture_default_str();
+  c_init->add_option("--sender-rank", sender_rank, "this sidecar's place among the senders (0 leads)")
+      ->capture_default_str();
+  c_init->add_option("--num-senders", num_senders, "trainer ranks that send (one sidecar each)")
+      ->capture_default_str();
+  c_init->add_option("--first-inference-rank,--rank-offset", rank_offset,
+                     "group rank of the first receiver (0: num-senders); --rank-offset is the "
+                     "old spelling");
+  c_init->add_option("--inference-world-size", world, "receiver ranks in the group")
+      ->capture_default_str();
   c_init->add_option("--timeout", timeout_s, "seconds per collective (0: default)");
-  c_init->add_option("--transport", transport)->capture_default_str();
+  c_init->add_option("--transport", transport, "gloo (host memory) | nccl (GPU)")
+      ->capture_default_str();
   c_init->add_option("--family", family, "model family (default: config.json model_type)");
   c_init->add_option("--source-layout", layout, "per-expert | fused | stacked");
   c_init->add_option("--target", target, "hf | hf-fused");
@@ -221,7 +331,6 @@ int main(int argc, char** argv) {
   std::string token_file;
   c_init->add_option("--token-file", token_file,
                      "file holding the group token (default: $WEIGHTCAST_TOKEN)");
-  c_init->add_option("--token", token, "group token (visible in ps: prefer --token-file)");
   c_init->add_option("--data-host", data_host, "data-plane bind address");
   c_init->add_option("--cuda-device", cuda_device, "GPU of the data plane (nccl)");
   c_init->add_flag("--allow-non-finite", allow_non_finite,
@@ -230,14 +339,14 @@ int main(int argc, char** argv) {
 
   std::string descriptors, checkpoint_dir;
   bool replace = false;
-  auto* c_reg = app.add_subcommand("register", "RegisterTensors");
+  auto* c_reg = app.add_subcommand("register", "tell the sidecar where its tensors are (RegisterTensors)");
   c_reg->add_option("--descriptors", descriptors, "JSON descriptor file");
   c_reg->add_option("--checkpoint-dir", checkpoint_dir, "safetensors checkpoint directory");
   c_reg->add_flag("--replace", replace, "drop previously registered tensors");
 
   uint64_t version = 0;
   double update_deadline = 3600;
-  auto* c_upd = app.add_subcommand("update", "Update and follow its progress");
+  auto* c_upd = app.add_subcommand("update", "send a new version and follow it to its end (Update)");
   // Read as text: CLI11 would wrap "-1" to 2^64-1.
   c_upd->add_option_function<std::string>(
            "--version",
@@ -257,20 +366,63 @@ int main(int argc, char** argv) {
       ->capture_default_str();
 
   bool json = false;
-  auto* c_status = app.add_subcommand("status", "GetStatus");
-  c_status->add_flag("--json", json);
-  auto* c_abort = app.add_subcommand("abort", "Abort");
+  auto* c_status = app.add_subcommand("status", "show the sidecar's state and what each receiver holds (GetStatus)");
+  c_status->add_flag("--json", json, "one JSON object instead of text");
+  auto* c_abort = app.add_subcommand("abort", "cancel a running update and leave the group (Abort)");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? kOk : kUsage;
+  if (std::optional<int> rc = weightcast::ParseCommandLine(app, argc, argv)) return *rc;
+  if (!group_file.empty()) {
+    std::vector<GroupMember> group;
+    std::string error;
+    if (!ReadGroupFile(group_file, &group, &error)) {
+      std::fprintf(stderr, "weightcastctl --group: %s\n", error.c_str());
+      return kUsage;
+    }
+    const std::string subcommand = app.get_subcommands().front()->get_name();
+    std::vector<std::string> args;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--group" || a == "--addr") {
+        ++i;
+        continue;
+      }
+      if (a.starts_with("--group=") || a.starts_with("--addr=")) continue;
+      if (a == "--sender-rank" || a.starts_with("--sender-rank=")) {
+        std::fprintf(stderr, "weightcastctl --group: each sidecar's rank is its place in %s\n",
+                     group_file.c_str());
+        return kUsage;
+      }
+      args.push_back(a);
+    }
+    return RunOnGroup(group, args, subcommand);
   }
 
-  auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (!addr.starts_with("unix:")) {
+    absl::StatusOr<std::string> t =
+        weightcast::ReadToken(control_token_file, weightcast::kControlTokenEnv);
+    if (!t.ok()) {
+      std::fprintf(stderr, "weightcastctl: %s\n", std::string(t.status().message()).c_str());
+      return kUsage;
+    }
+    if (!t->empty()) g_bearer = absl::StrCat(weightcast::kBearerPrefix, *t);
+    if (!tls_ca.empty()) {
+      std::ifstream in(tls_ca);
+      std::stringstream pem;
+      pem << in.rdbuf();
+      if (!in || pem.str().empty()) {
+        std::fprintf(stderr, "weightcastctl: --tls-ca %s: cannot read\n", tls_ca.c_str());
+        return kUsage;
+      }
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = pem.str();
+      creds = grpc::SslCredentials(ssl);
+    }
+  }
+  auto channel = grpc::CreateChannel(addr, creds);
   auto stub = weightcast::v1::Broadcaster::NewStub(channel);
   auto unary_ctx = [&](grpc::ClientContext& ctx) {
+    Authorize(ctx);
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(rpc_timeout * 1000)));
   };
@@ -291,19 +443,18 @@ int main(int argc, char** argv) {
     init.mutable_format()->mutable_quantization()->set_scale_rule(rule);
     init.mutable_format()->mutable_quantization()->set_power_of_two_scales(pow2);
     init.set_bucket_bytes(bucket_bytes);
-    if (!token.empty() && !token_file.empty()) {
-      std::fprintf(stderr, "weightcastctl init: --token and --token-file are exclusive\n");
+    absl::StatusOr<std::string> token = weightcast::ReadToken(token_file);
+    if (!token.ok()) {
+      std::fprintf(stderr, "weightcastctl init: %s\n",
+                   std::string(token.status().message()).c_str());
       return kUsage;
     }
-    if (token.empty()) {
-      absl::StatusOr<std::string> t = weightcast::ReadToken(token_file);
-      if (!t.ok()) {
-        std::fprintf(stderr, "weightcastctl init: %s\n", std::string(t.status().message()).c_str());
-        return kUsage;
-      }
-      token = *t;
+    if (token->empty()) {
+      std::fprintf(stderr, "weightcastctl init: a group token is required (--token-file or "
+                           "$WEIGHTCAST_TOKEN)\n");
+      return kUsage;
     }
-    init.set_token(token);
+    init.set_token(*token);
     init.set_data_host(data_host);
     init.set_cuda_device(cuda_device);
     init.set_allow_non_finite(allow_non_finite);

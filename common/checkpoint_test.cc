@@ -230,6 +230,27 @@ TEST(CheckpointTest, FilesGetTheConfiguredMode) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(CheckpointTest, KeepNewestRemovesOldVersionsButNeverLatest) {
+  const std::string root = FreshDir("keep");
+  Model m = MakeModel();
+  for (uint64_t v : {1, 2, 3, 10}) ASSERT_TRUE(WriteVersion(root, v, m, 1 << 20).ok());
+  fs::create_directories(root + "/step_notanumber");  // not ours: kept
+  absl::StatusOr<size_t> removed = CheckpointWriter::KeepNewest(root, 2);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, 2u);
+  EXPECT_FALSE(fs::exists(root + "/step_1"));
+  EXPECT_FALSE(fs::exists(root + "/step_2"));
+  EXPECT_TRUE(fs::exists(root + "/step_3"));
+  EXPECT_TRUE(fs::exists(root + "/step_10"));  // numerically, not by name
+  EXPECT_TRUE(fs::exists(root + "/step_notanumber"));
+  // LATEST names an older one (a receiver republished it): it stays.
+  std::ofstream(root + "/LATEST") << "3\n";
+  EXPECT_EQ(*CheckpointWriter::KeepNewest(root, 1), 0u);
+  EXPECT_TRUE(fs::exists(root + "/step_3"));
+  EXPECT_EQ(CheckpointWriter::KeepNewest(root, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CheckpointTest, CleanStaleTempsAndReaderRejections) {
   const std::string root = FreshDir("stale");
   fs::create_directories(root + "/.tmp-step_5-1-0");

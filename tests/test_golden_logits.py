@@ -21,7 +21,7 @@ def convert(case: str, out) -> str:
     d = os.path.join(MODELS, case)
     p = subprocess.run([os.path.join(default_bin_dir(), "weightcast-convert"),
                         "--in", os.path.join(d, "state_dict"), "--out", str(out),
-                        "--source-layout", "fused", "--config", os.path.join(d, "config.json")],
+                        "--source-layout", "fused", "--model-config", os.path.join(d, "config.json")],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     return os.path.join(str(out), "step_1")

@@ -264,7 +264,7 @@ def convert_fp8(src, out_root, version=1):
     from weightcast_testing.cluster import default_bin_dir
 
     subprocess.run([os.path.join(default_bin_dir(), "weightcast-convert"), "--in", str(src),
-                    "--out", str(out_root), "--version", str(version), "--quantization",
+                    "--out", str(out_root), "--weight-version", str(version), "--quantization",
                     "fp8-block"], check=True, capture_output=True)
     return os.path.join(str(out_root), f"step_{version}")
 

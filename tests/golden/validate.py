@@ -29,7 +29,7 @@ CONVERT = os.path.join(REPO, "bazel-bin", "cmd", "weightcast-convert")
 
 def convert(src, out, *flags):
     subprocess.run([CONVERT, "--in", src, "--out", out, "--source-layout", "fused",
-                    "--config", os.path.join(os.path.dirname(src), "config.json"), *flags],
+                    "--model-config", os.path.join(os.path.dirname(src), "config.json"), *flags],
                    check=True, capture_output=True)
     return os.path.join(out, "step_1")
 
