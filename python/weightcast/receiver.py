@@ -41,23 +41,19 @@ import numpy as np
 from weightcast.errors import ReceiveError
 from weightcast.shm import NUMPY_DTYPES as _NUMPY
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_REPO = os.path.dirname(os.path.dirname(_PACKAGE))
-LIB_NAME = "libweightcast_receiver.so"
+from weightcast import native as _native
+
+LIB_NAME = _native.RECEIVER_LIB
 # In a checkout: what `bazel build //receiver:libweightcast_receiver.so` made.
-DEFAULT_LIB = os.path.join(_REPO, "bazel-bin", "receiver", LIB_NAME)
+DEFAULT_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "bazel-bin", "receiver", LIB_NAME)
 
 
 def receiver_library(lib_path: str | None = None) -> str:
     """Where libweightcast_receiver.so is: ``lib_path``, else
-    $WEIGHTCAST_RECEIVER_LIB, else the copy installed with this package
-    (weightcast/_native/), else the checkout's bazel-bin."""
-    if lib_path:
-        return lib_path
-    if os.environ.get("WEIGHTCAST_RECEIVER_LIB"):
-        return os.environ["WEIGHTCAST_RECEIVER_LIB"]
-    packaged = os.path.join(_PACKAGE, "_native", LIB_NAME)
-    return packaged if os.path.exists(packaged) else DEFAULT_LIB
+    $WEIGHTCAST_RECEIVER_LIB, else the copy installed with this package, else
+    the checkout's bazel-bin (weightcast.native)."""
+    return lib_path or _native.receiver_library()
 
 
 API_VERSION = 2  # receiver/c_api.h WC_RECEIVER_API_VERSION
@@ -161,6 +157,7 @@ _LIBS: dict[str, ctypes.CDLL] = {}
 def _load(lib_path: str) -> ctypes.CDLL:
     if lib_path in _LIBS:
         return _LIBS[lib_path]
+    _native.prepare_receiver_library(lib_path)
     lib = ctypes.CDLL(lib_path)
     lib.wc_receiver_api_version.restype = ctypes.c_int
     if lib.wc_receiver_api_version() != API_VERSION:
@@ -347,13 +344,15 @@ class Receiver:
     ParameterTargets given to next_into); ``device_tensors``: on NCCL groups
     hand tensors to the callback as DeviceTensors instead of host arrays."""
 
-    def __init__(self, rendezvous: str, rank: int, token: str = "", timeout_s: float = 120,
+    def __init__(self, rendezvous: str, rank: int, token: str | None = None, timeout_s: float = 120,
                  bind_host: str = "127.0.0.1", lib_path: str | None = None,
                  cuda_device: int = 0, device_tensors: bool = False):
         self._handle = None
         self._lib = _load(receiver_library(lib_path))
         o = _Options()
         self._lib.wc_receiver_options_init(ctypes.byref(o))
+        if token is None:  # the group token (required): as operators pass it
+            token = os.environ.get("WEIGHTCAST_TOKEN", "")
         o.rendezvous, o.token, o.rank = rendezvous.encode(), token.encode(), rank
         o.timeout_s, o.bind_host = timeout_s, bind_host.encode()
         o.cuda_device, o.device_tensors = cuda_device, int(device_tensors)
