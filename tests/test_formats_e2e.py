@@ -1,18 +1,10 @@
 """Format transforms through the real daemons: block FP8 on the wire and the
 vLLM FusedMoE layout assembled by a receiver for its TP/EP rank."""
 
-import ml_dtypes
 import numpy as np
 
+from weightcast_testing.fp8 import check_fp8_checkpoint
 from weightcast_testing.modelgen import values
-from weightcast.shm import float32_from_bf16
-
-
-def dequantize(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    x = q.view(ml_dtypes.float8_e4m3fn).astype(np.float32)
-    rows, cols = x.shape[-2:]
-    full = np.repeat(np.repeat(scale, 128, axis=-2)[..., :rows, :], 128, axis=-1)[..., :cols]
-    return x * full
 
 
 def test_fp8_update_dequantizes_within_bound_and_names_scales(make_cluster):
@@ -22,25 +14,7 @@ def test_fp8_update_dequantizes_within_bound_and_names_scales(make_cluster):
     c.write_version(1)
     assert all(r.rc == 0 for r in c.update(1))
     got, config = c.load(2, 1)
-    q = config["quantization_config"]
-    assert q["quant_method"] == "fp8" and q["weight_block_size"] == [128, 128]
-    assert "lm_head" in q["modules_to_not_convert"] and q["ignored_layers"] == q["modules_to_not_convert"]
-    quantized = 0
-    for name, dtype, shape in c.model.tensors():
-        w = float32_from_bf16(values(name, dtype, shape, 1))
-        if name + "_scale_inv" in got:
-            quantized += 1
-            assert got[name].dtype == ml_dtypes.float8_e4m3fn
-            scale = got[name + "_scale_inv"]
-            assert scale.dtype == np.float32
-            assert scale.shape == (-(-shape[0] // 128), -(-shape[1] // 128))
-            d = dequantize(got[name].view(np.uint8), scale)
-            s = np.repeat(np.repeat(scale, 128, 0)[: shape[0]], 128, 1)[:, : shape[1]]
-            assert np.all(np.abs(d - w) <= np.maximum(2.0**-4 * np.abs(w), 2.0**-10 * s)), name
-        else:
-            # Never quantized: embeddings, lm_head, norms, the router, 1-D.
-            assert any(k in name for k in ("embed", "lm_head", "norm", "mlp.gate.weight")), name
-            assert got[name].view(np.uint16).tobytes() == values(name, dtype, shape, 1).tobytes()
+    quantized = check_fp8_checkpoint(got, config, c.model, 1)
     assert quantized == 4 * c.model.layers + 3 * c.model.experts * c.model.layers
 
 
