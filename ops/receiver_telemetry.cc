@@ -1,19 +1,10 @@
 #include "ops/receiver_telemetry.h"
 
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
-
 #include "absl/strings/str_cat.h"
 #include "ops/structured_log.h"
 
 namespace weightcast {
 namespace {
-
-const prometheus::Histogram::BucketBoundaries kSeconds = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
-                                                          5,    10,  30,   60,  120, 300};
 
 prometheus::Labels Rank(int rank) { return {{"rank", absl::StrCat(rank)}}; }
 
@@ -59,7 +50,7 @@ void ReceiverTelemetry::VersionEnded(int rank, const ReceiveResult& r) {
   const char* outcome = r.committed ? "committed" : "aborted";
   prometheus::Labels labels = Rank(rank);
   labels["outcome"] = outcome;
-  duration_->Add(labels, kSeconds).Observe(r.seconds);
+  duration_->Add(labels, kUpdateSecondsBuckets).Observe(r.seconds);
   versions_->Add(labels).Increment();
   if (r.committed) {
     bytes_->Add(Rank(rank)).Increment(static_cast<double>(r.bytes));

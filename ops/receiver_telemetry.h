@@ -13,16 +13,8 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "ops/http_endpoint.h"
+#include "ops/metrics.h"
 #include "receiver/receiver.h"
-
-namespace prometheus {
-class Registry;
-class Counter;
-class Gauge;
-class Histogram;
-template <typename T>
-class Family;
-}  // namespace prometheus
 
 namespace weightcast {
 

@@ -1,20 +1,10 @@
 #include "ops/sender_telemetry.h"
 
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
-
 #include "absl/strings/str_cat.h"
 #include "ops/structured_log.h"
 
 namespace weightcast {
 namespace {
-
-// Seconds: a small model over loopback takes 0.1 s, a large one minutes.
-const prometheus::Histogram::BucketBoundaries kSeconds = {0.05, 0.1, 0.25, 0.5, 1,  2.5,
-                                                          5,    10,  30,   60,  120, 300};
 
 const char* const kStates[] = {"uninitialized", "idle", "updating"};
 
@@ -29,7 +19,7 @@ SenderTelemetry::SenderTelemetry(prometheus::Registry& r) {
                           .Name("weightcast_source_released_seconds")
                           .Help("Seconds from Update until the trainer's tensors were read")
                           .Register(r)
-                          .Add({}, kSeconds);
+                          .Add({}, kUpdateSecondsBuckets);
   bytes_ = &prometheus::BuildCounter()
                 .Name("weightcast_update_bytes_total")
                 .Help("Bytes of committed updates")
@@ -104,7 +94,7 @@ void SenderTelemetry::Observe(const UpdateContext& ctx, const UpdateEvent& event
     LogEvent(spdlog::level::info, "source_released",
              {{"rank", ctx.sender_rank}, {"version", ctx.version}, {"seconds", elapsed}});
   } else if (const auto* e = std::get_if<CommittedEvent>(&event)) {
-    duration_->Add({{"outcome", "committed"}}, kSeconds).Observe(e->seconds);
+    duration_->Add({{"outcome", "committed"}}, kUpdateSecondsBuckets).Observe(e->seconds);
     updates_->Add({{"outcome", "committed"}}).Increment();
     bytes_->Increment(static_cast<double>(e->bytes));
     if (e->seconds > 0) throughput_->Set(static_cast<double>(e->bytes) / e->seconds);
@@ -117,7 +107,7 @@ void SenderTelemetry::Observe(const UpdateContext& ctx, const UpdateEvent& event
               {"bytes", e->bytes}, {"seconds", e->seconds}});
   } else if (const auto* e = std::get_if<FailedEvent>(&event)) {
     const std::string code = absl::StatusCodeToString(e->status.code());
-    duration_->Add({{"outcome", "failed"}}, kSeconds).Observe(elapsed);
+    duration_->Add({{"outcome", "failed"}}, kUpdateSecondsBuckets).Observe(elapsed);
     updates_->Add({{"outcome", "failed"}}).Increment();
     failures_->Add({{"code", code}}).Increment();
     for (const RankVersion& r : e->receivers) {

@@ -19,16 +19,8 @@
 
 #include "absl/synchronization/mutex.h"
 #include "ops/http_endpoint.h"
+#include "ops/metrics.h"
 #include "sender/broadcaster.h"
-
-namespace prometheus {
-class Registry;
-class Counter;
-class Gauge;
-class Histogram;
-template <typename T>
-class Family;
-}  // namespace prometheus
 
 namespace weightcast {
 
