@@ -197,7 +197,9 @@ int Main(int argc, char** argv) {
     std::printf("\ndevice: %s\n", prop.name);
     Run(true, o);
   } else {
-    std::printf("\nno CUDA device: GPU targets not measured\n");
+    std::printf("\nno usable CUDA device (%s): GPU targets not measured\n",
+                gpus.ok() ? "none found" : std::string(gpus.status().message()).c_str());
+    if (GpuRequired() || !gpus.ok()) return 1;  // WC_REQUIRE_GPU=1: that is a failure
   }
   return 0;
 }

@@ -10,7 +10,12 @@ namespace weightcast {
 
 absl::StatusOr<uint64_t> DeviceBucketChecksum(const void* data, size_t len,
                                               uint64_t* digest_scratch, cudaStream_t stream) {
-  if (len == 0) return BucketChecksum(nullptr, 0);
+  if (len == 0) {
+    // Still waits for the stream: callers count on the checksum's return to
+    // mean everything enqueued before it (the bucket's copies) has finished.
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream));
+    return BucketChecksum(nullptr, 0);
+  }
   if (data == nullptr || digest_scratch == nullptr) {
     return absl::InvalidArgumentError("DeviceBucketChecksum: null buffer");
   }

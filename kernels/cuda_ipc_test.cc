@@ -129,11 +129,16 @@ TEST(CudaIpcGpuTest, ChildProcessReadsAndWritesThroughTheCache) {
   ASSERT_EQ(cudaIpcGetMemHandle(&h, d), cudaSuccess);
   const std::string hex =
       absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(&h), sizeof(h)));
+  // The child's environment is built before fork: after it (in a process
+  // with the CUDA runtime's threads) only async-signal-safe calls are safe.
+  std::string handle_var = "WC_IPC_CHILD_HANDLE=" + hex;
+  std::vector<char*> envp = {handle_var.data()};
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  envp.push_back(nullptr);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    setenv("WC_IPC_CHILD_HANDLE", hex.c_str(), 1);
-    execl("/proc/self/exe", "cuda_ipc_test", "--gtest_filter=IpcChild.*", nullptr);
+    execle("/proc/self/exe", "cuda_ipc_test", "--gtest_filter=IpcChild.*", nullptr, envp.data());
     _exit(127);
   }
   int status = 0;

@@ -197,10 +197,25 @@ cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& p, cudaStream_t stream) {
   const uint64_t last = (p.row_end / R) * bands + (end_in_matrix + kBlock - 1) / kBlock;
   const uint64_t units = last - first;
   const uint64_t col_blocks = (p.q_cols + kBlock - 1) / kBlock;
-  if (units > 65535 || col_blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
-  Fp8QuantizeKernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(units)),
-                      kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  if (col_blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
+  // grid.y holds at most 65535 bands: more (a large batch of experts) go in
+  // several launches, each over whole bands, its outputs offset to match.
+  constexpr uint64_t kMaxGridY = 65535;
+  const auto band_row = [&](uint64_t linear) {
+    return (linear / bands) * R + (linear % bands) * kBlock;
+  };
+  for (uint64_t u0 = 0; u0 < units; u0 += kMaxGridY) {
+    const uint64_t n = units - u0 < kMaxGridY ? units - u0 : kMaxGridY;
+    Fp8QuantizeParams q = p;
+    q.row_begin = u0 == 0 ? p.row_begin : band_row(first + u0);
+    q.row_end = u0 + n == units ? p.row_end : band_row(first + u0 + n);
+    if (q.dst_q != nullptr) q.dst_q += (q.row_begin - p.row_begin) * p.q_cols;
+    if (q.dst_scales != nullptr) q.dst_scales += u0 * col_blocks;
+    Fp8QuantizeKernel<<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(n)),
+                        kThreads, 0, stream>>>(q);
+    if (const cudaError_t err = cudaGetLastError(); err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t LaunchFp8Dequantize(const uint8_t* q, const float* scales, uint64_t batch,

@@ -60,9 +60,9 @@ struct Fp8QuantizeParams {
   unsigned long long* guard = nullptr;
 };
 
-// Enqueues one kernel (one 256-thread block per 128x128 block, a single pass
+// Enqueues the kernel (one 256-thread block per 128x128 block, a single pass
 // over the input: amax, scale, the non-finite guard and encode from
-// registers). Returns
+// registers; one launch per 65535 bands, grid.y's limit). Returns
 // cudaErrorInvalidValue before enqueuing anything when the parameters are
 // inconsistent (row range not band aligned, empty segments, unknown type,
 // no outputs).

@@ -101,7 +101,8 @@ absl::StatusOr<std::unique_ptr<Transport>> ConnectNccl(const DataPlaneOptions& o
                                          .unique_id = id,
                                          .device = o.cuda_device,
                                          .deadline = r.deadline,
-                                         .num_senders = static_cast<int>(r.num_senders)});
+                                         .num_senders = static_cast<int>(r.num_senders),
+                                         .cancel = &cancelled});
   if (!t.ok()) return t.status();
   return std::unique_ptr<Transport>(*std::move(t));
 }

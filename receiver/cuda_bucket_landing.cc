@@ -54,10 +54,17 @@ class CudaBucketLanding final : public BucketLanding {
 
   absl::Status FlipBit(int i, size_t offset) override {
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_));
+    // On the landing's own stream: the legacy default stream does not order
+    // against a non-blocking one, so a plain cudaMemcpy could race the
+    // bucket's transfer.
     std::byte b{};
-    RETURN_IF_CUDA_ERROR(cudaMemcpy(&b, slots_[i].data() + offset, 1, cudaMemcpyDeviceToHost));
+    RETURN_IF_CUDA_ERROR(
+        cudaMemcpyAsync(&b, slots_[i].data() + offset, 1, cudaMemcpyDeviceToHost, stream_));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_));
     b ^= std::byte{0x01};
-    RETURN_IF_CUDA_ERROR(cudaMemcpy(slots_[i].data() + offset, &b, 1, cudaMemcpyHostToDevice));
+    RETURN_IF_CUDA_ERROR(
+        cudaMemcpyAsync(slots_[i].data() + offset, &b, 1, cudaMemcpyHostToDevice, stream_));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
 

@@ -32,7 +32,10 @@ class CudaBucketPacker final : public BucketPacker {
 
   absl::Status Init() {
     RETURN_IF_ERROR(zeros_.Reserve(kZeroBytes, device_));
-    RETURN_IF_CUDA_ERROR(cudaMemset(zeros_.data(), 0, kZeroBytes));
+    // On the packer's stream (the legacy default stream does not order
+    // against it), finished before the first copy can read the zeros.
+    RETURN_IF_CUDA_ERROR(cudaMemsetAsync(zeros_.data(), 0, kZeroBytes, stream_));
+    RETURN_IF_CUDA_ERROR(cudaStreamSynchronize(stream_));
     return trailer_.Reserve(kBucketTrailerBytes);
   }
 

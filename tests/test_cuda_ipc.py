@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from weightcast_testing.gpu import cuda_torch
+
 from weightcast import cuda_ipc
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(cuda_ipc.__file__)))
@@ -33,6 +35,21 @@ def test_rejects_bad_handle_and_offset():
         cuda_ipc.tensor_descriptor("w", "BF16", (1,), b"x" * 66, 0, 0, 10)
     with pytest.raises(cuda_ipc.CudaIpcError):
         cuda_ipc.tensor_descriptor("w", "BF16", (1,), b"x" * 64, 11, 0, 10)
+
+
+def test_expandable_segments_are_detected_and_refused_by_name(monkeypatch):
+    assert not cuda_ipc.expandable_segments_enabled({})
+    assert cuda_ipc.expandable_segments_enabled(
+        {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:128, expandable_segments:True"})
+    assert not cuda_ipc.expandable_segments_enabled(
+        {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+         "PYTORCH_ALLOC_CONF": "expandable_segments:False"})
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    with pytest.raises(cuda_ipc.CudaIpcError, match="expandable_segments"):
+        cuda_ipc.describe_tensors({"w": object()})
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    with pytest.raises(cuda_ipc.CudaIpcError, match="not on a CUDA device"):
+        cuda_ipc.describe_tensors({"w": object()})
 
 
 def test_dtype_names():
@@ -59,9 +76,7 @@ print(list(buf))
 
 
 def test_handle_of_a_view_reads_the_right_bytes_in_another_process():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+    torch = cuda_torch(module_level=False)
     base = torch.arange(4096, dtype=torch.uint8, device="cuda")
     view = base[1000:1008]
     (d,) = cuda_ipc.describe_tensors({"v": view})

@@ -17,9 +17,9 @@ import pytest
 
 from weightcast_testing.cluster import REPO, Cluster
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+from weightcast_testing.gpu import cuda_torch
+
+torch = cuda_torch()
 
 from safetensors import safe_open  # noqa: E402
 

@@ -20,9 +20,9 @@ from weightcast_testing.cluster import REPO
 from weightcast_testing.engines import BracketEngine
 from weightcast_testing.modelgen import values
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+from weightcast_testing.gpu import cuda_torch
+
+torch = cuda_torch()
 
 from weightcast.receiver import (DeviceTensor, EngineAdapter, ParameterTargets,  # noqa: E402
                                  Receiver, ReceiveStatus)

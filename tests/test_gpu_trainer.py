@@ -3,11 +3,9 @@ model on the GPU registered through CUDA IPC, published over NCCL to a
 receiver on the same GPU, byte for byte; a reallocated parameter is
 registered again (new handle) and its new bytes arrive."""
 
-import pytest
+from weightcast_testing.gpu import cuda_torch
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device", allow_module_level=True)
+torch = cuda_torch()
 
 from safetensors.torch import load_file  # noqa: E402
 

@@ -106,9 +106,13 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const Nccl
     if (comm != nullptr) ncclCommAbort(comm);
     return NcclErrorStatus(r, "ncclCommInitRankConfig", "rank ", o.rank, " of ", o.world_size);
   }
-  r = PollComm(comm, o.deadline, nullptr);
+  r = PollComm(comm, o.deadline, o.cancel);
   if (r != ncclSuccess) {
     ncclCommAbort(comm);
+    if (r == ncclInProgress && o.cancel != nullptr && o.cancel->load()) {
+      return absl::CancelledError(
+          absl::StrCat("NCCL rank ", o.rank, ": cancelled while the communicator formed"));
+    }
     if (r == ncclInProgress) {
       return absl::DeadlineExceededError(absl::StrCat(
           "NCCL rank ", o.rank, ": not every one of ", o.world_size, " ranks joined in time"));
@@ -141,7 +145,7 @@ absl::StatusOr<std::unique_ptr<NcclTransport>> NcclTransport::Connect(const Nccl
                                                      o.num_senders, comm, stream, d_value,
                                                      h_value));
   if (t->SupportsPartialBroadcast()) {
-    if (absl::Status s = t->SplitPerSender(o.deadline); !s.ok()) return s;
+    if (absl::Status s = t->SplitPerSender(o.deadline, o.cancel); !s.ok()) return s;
   }
   return t;
 }
@@ -159,7 +163,8 @@ NcclTransport::NcclTransport(int rank, int world_size, int device, int num_sende
       d_value_(d_value),
       h_value_(h_value) {}
 
-absl::Status NcclTransport::SplitPerSender(absl::Time deadline) {
+absl::Status NcclTransport::SplitPerSender(absl::Time deadline,
+                                           const std::atomic<bool>* cancel) {
   // Split s keeps sender s and every inference rank; the other senders take
   // part in the split (it is collective over the parent) with NOCOLOR and
   // get no communicator. key = rank keeps the parent's order, so sender s,
@@ -178,14 +183,18 @@ absl::Status NcclTransport::SplitPerSender(absl::Time deadline) {
     // parent stays ncclInProgress until it ends, and only then is the new
     // communicator stored into the slot (null until then). So poll the
     // parent first (the next split also needs it ready), then the child.
-    r = PollComm(comm_, deadline, nullptr);
+    r = PollComm(comm_, deadline, cancel);
     if (r == ncclSuccess && member) {
       ncclComm_t sub = LoadSlot(sub_comms_[s]);
       if (sub == nullptr) {
         return Fail(absl::InternalError(absl::StrCat(
             "NCCL rank ", rank_, ": ncclCommSplit for root ", s, " made no communicator")));
       }
-      r = PollComm(sub, deadline, nullptr);
+      r = PollComm(sub, deadline, cancel);
+    }
+    if (r == ncclInProgress && cancel != nullptr && cancel->load()) {
+      return Fail(absl::CancelledError(absl::StrCat(
+          "NCCL rank ", rank_, ": cancelled while the sub-communicator of root ", s, " formed")));
     }
     if (r == ncclInProgress) {
       return Fail(absl::DeadlineExceededError(

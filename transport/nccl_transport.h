@@ -78,6 +78,10 @@ struct NcclOptions {
   // also makes one sub-communicator per sender (that sender plus every
   // inference rank) so BroadcastToRanks works; 0 means no partial broadcast.
   int num_senders = 0;
+  // Optional: raised by another thread (the group's Abort, a planned stop),
+  // Connect gives up within a poll interval with CANCELLED instead of
+  // waiting out the deadline. Must outlive the call.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class NcclTransport final : public Transport {
@@ -88,7 +92,8 @@ class NcclTransport final : public Transport {
   // unique_id, world_size and num_senders. INVALID_ARGUMENT for bad
   // rank/world/num_senders (checked before any CUDA call) or device;
   // DEADLINE_EXCEEDED when the other ranks do not all join (or split) by the
-  // deadline; UNAVAILABLE / INTERNAL for NCCL or CUDA failures.
+  // deadline; CANCELLED once `cancel` is raised; UNAVAILABLE / INTERNAL for
+  // NCCL or CUDA failures.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<NcclTransport>> Connect(
       const NcclOptions& options);
 
@@ -125,7 +130,7 @@ class NcclTransport final : public Transport {
 
   // Makes sub_comms_[s] for every sender s (Connect, after comm_ is ready).
   // On error the transport is failed (every communicator aborted).
-  absl::Status SplitPerSender(absl::Time deadline);
+  absl::Status SplitPerSender(absl::Time deadline, const std::atomic<bool>* cancel);
   // Checks state before a collective: ABORTED after Abort(), FAILED_PRECONDITION
   // when already broken.
   absl::Status CheckUsable() const;

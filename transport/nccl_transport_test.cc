@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -421,6 +422,28 @@ TEST(NcclTransportTest, ConnectTimesOutWhenAPeerNeverJoins) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
 }
 
+// An abort (the group's, a planned stop) while the communicator forms ends
+// Connect within a poll interval, not at its deadline.
+TEST(NcclTransportTest, ConnectEndsAtOnceWhenCancelled) {
+  WC_SKIP_WITHOUT_GPU();
+  NcclEnv("host0");
+  auto id = NewNcclUniqueId();
+  ASSERT_TRUE(id.ok()) << id.status();
+  std::atomic<bool> cancel{false};
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(500));
+    cancel = true;
+  });
+  const absl::Time start = absl::Now();
+  auto t = NcclTransport::Connect({.rank = 0, .world_size = 2, .unique_id = *id, .device = 0,
+                                   .deadline = absl::Now() + absl::Seconds(60),
+                                   .cancel = &cancel});
+  const absl::Duration took = absl::Now() - start;
+  canceller.join();
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kCancelled) << t.status();
+  EXPECT_LT(took, absl::Seconds(5));
+}
+
 TEST(NcclTransportTest, RejectsBadDevice) {
   WC_SKIP_WITHOUT_GPU();
   EXPECT_EQ(NcclTransport::Connect({.rank = 0, .world_size = 1, .device = 4096}).status().code(),
@@ -469,7 +492,7 @@ TEST(NcclChild, Rank1) {
   auto min = (*t)->AllReduceMin(0, absl::Now() + absl::Seconds(60));
   ASSERT_TRUE(min.ok()) << min.status();
   ASSERT_EQ(*min, 0);
-  // Now play a hung peer: never join the next collective.
+  // Now play a hung peer: never join the next collective (an all-reduce).
   absl::SleepFor(absl::Seconds(60));
 }
 
@@ -505,12 +528,15 @@ TEST_P(NcclTwoRankTest, ExchangeThenHungPeer) {
       (*t)->Abort();
     });
   }
-  const absl::Status s = (*t)->Broadcast(
-      d, kBytes, 0, absl::Now() + (abort_instead_of_timeout ? absl::Seconds(30) : absl::Seconds(2)));
+  // An all-reduce: it cannot finish without the peer's contribution. (A
+  // broadcast from this root can: over sockets a few MiB fit into NCCL's
+  // and the kernel's buffers, and it returns OK with the peer hung.)
+  const absl::StatusOr<int64_t> s = (*t)->AllReduceMin(
+      5, absl::Now() + (abort_instead_of_timeout ? absl::Seconds(30) : absl::Seconds(2)));
   if (aborter.joinable()) aborter.join();
-  EXPECT_EQ(s.code(), abort_instead_of_timeout ? absl::StatusCode::kAborted
-                                               : absl::StatusCode::kDeadlineExceeded)
-      << s;
+  EXPECT_EQ(s.status().code(), abort_instead_of_timeout ? absl::StatusCode::kAborted
+                                                        : absl::StatusCode::kDeadlineExceeded)
+      << s.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
   EXPECT_FALSE((*t)->healthy());
   EXPECT_NE((*t)->Broadcast(d, kBytes, 0, absl::Now() + absl::Seconds(1)).code(),

@@ -168,6 +168,20 @@ def safetensors_dtype(torch_dtype: Any) -> str:
     return SAFETENSORS_DTYPES[key]
 
 
+def expandable_segments_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether torch's caching allocator is configured with
+    ``expandable_segments:True`` (PYTORCH_CUDA_ALLOC_CONF or
+    PYTORCH_ALLOC_CONF; the last setting wins, as torch parses it)."""
+    env = os.environ if environ is None else environ
+    enabled = False
+    for var in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        for item in env.get(var, "").split(","):
+            key, _, value = item.partition(":")
+            if key.strip() == "expandable_segments":
+                enabled = value.strip().lower() in ("true", "1")
+    return enabled
+
+
 def describe_tensors(tensors: Mapping[str, Any], daemon_device: int | None = None
                      ) -> list[dict[str, Any]]:
     """TensorDescriptor dicts for a name -> CUDA torch.Tensor mapping.
@@ -178,6 +192,12 @@ def describe_tensors(tensors: Mapping[str, Any], daemon_device: int | None = Non
     they differ when the processes have different CUDA_VISIBLE_DEVICES).
     One handle is made per allocation.
     """
+    if tensors and expandable_segments_enabled():
+        # Such memory is mapped with cuMemMap: cudaIpcGetMemHandle refuses it.
+        raise CudaIpcError(
+            "torch's allocator runs with expandable_segments:True (PYTORCH_CUDA_ALLOC_CONF), "
+            "whose memory has no CUDA IPC handle: start the trainer without it, or hand the "
+            "tensors over through shared memory (weightcast.shm)")
     handles: dict[tuple[int, int], tuple[bytes, int]] = {}
     out = []
     for name, t in tensors.items():

@@ -295,6 +295,11 @@ class ParameterTargets:
             if not t.is_contiguous():
                 raise ValueError(f"tensor {name!r}: not contiguous")
             self.add(name, t.data_ptr(), t.numel() * t.element_size(), keep=t)
+        # The library writes these from its own stream: whatever torch still
+        # has queued on them (initialisation, an optimizer step) goes first.
+        import torch
+
+        torch.cuda.current_stream(self.device).synchronize()
 
     def add_ipc(self, name: str, handle: bytes, allocation_bytes: int, offset: int,
                 nbytes: int) -> None:
