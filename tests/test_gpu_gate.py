@@ -58,7 +58,8 @@ def test_python_gpu_tests_skip_without_a_gpu_and_fail_when_one_is_required():
     test = os.path.join(REPO, "tests", "test_gpu_trainer.py")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
     p = run(cmd)
-    assert p.returncode == 0 and "skipped" in p.stdout, p.stdout[-2000:]
+    # 5: nothing collected (the module skipped itself)
+    assert p.returncode in (0, 5) and "skipped" in p.stdout, p.stdout[-2000:]
     p = run(cmd, WC_REQUIRE_GPU="1")
     assert p.returncode != 0, p.stdout[-2000:]
     assert "WC_REQUIRE_GPU=1 requires one" in p.stdout + p.stderr
