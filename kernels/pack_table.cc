@@ -8,6 +8,38 @@
 #include "kernels/finite_guard.h"
 
 namespace weightcast {
+namespace {
+
+// Appends `e` to `table` with the fewest entries the kernel can take: a
+// plain copy whose rows are contiguous in the source (its stride is its row)
+// becomes one long row, and a long row that continues the previous entry,
+// in the source and in the bucket, with the same guard, extends it. The
+// kernel cuts long rows into kCopyTileBytes tiles, so small rows no longer
+// cost a block each. Entries before `first` (not this call's: the caller's,
+// or an unpack's already inverted ones) are never touched.
+void AppendCopy(std::vector<CopyEntry>* table, size_t first, CopyEntry e) {
+  if (e.transpose == 0 && e.rows > 1 && e.src_row_stride == e.cols * e.elem_size &&
+      e.dst_row_stride == e.cols * e.elem_size) {
+    e.cols *= e.rows;
+    e.rows = 1;
+    e.src_row_stride = e.dst_row_stride = e.cols * e.elem_size;
+  }
+  if (table->size() > first) {
+    CopyEntry& last = table->back();
+    const uint64_t last_bytes = last.cols * last.elem_size;
+    if (last.transpose == 0 && e.transpose == 0 && last.rows == 1 && e.rows == 1 &&
+        last.elem_size == e.elem_size && last.guard_type == e.guard_type &&
+        last.guard_slot == e.guard_slot && last.guard_base == e.guard_base &&
+        last.src + last_bytes == e.src && last.dst + last_bytes == e.dst) {
+      last.cols += e.cols;
+      last.src_row_stride = last.dst_row_stride = last.cols * last.elem_size;
+      return;
+    }
+  }
+  table->push_back(e);
+}
+
+}  // namespace
 
 absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint64_t bytes,
                             std::span<const uint64_t> source_addrs, uint64_t bucket,
@@ -32,6 +64,7 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
   const uint64_t begin = byte_offset / es, end = (byte_offset + bytes) / es;
   uint64_t piece_start = 0;
   uint64_t dst = bucket + bucket_offset;
+  const size_t first_entry = table->size();
   for (size_t pi = 0; pi < out.pieces.size() && piece_start < end; ++pi) {
     const Piece& p = out.pieces[pi];
     const uint64_t n = p.NumElements();
@@ -83,7 +116,7 @@ absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset, uint6
         e.dst_row_stride = inner_count * es;
         e.transpose = 1;
       }
-      table->push_back(e);
+      AppendCopy(table, first_entry, e);
       dst += outer_count * inner_count * es;
     };
     uint64_t k = lo - (piece_start - n), k_end = hi - (piece_start - n);

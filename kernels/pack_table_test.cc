@@ -169,6 +169,74 @@ TEST_P(PackTableTest, UnpackRestoresEveryPackedByte) {
 INSTANTIATE_TEST_SUITE_P(Layouts, PackTableTest, ::testing::ValuesIn(testing::PackLayouts()),
                          [](const auto& info) { return info.param.label; });
 
+// Contiguous rows become one long row (the kernel tiles it), a copy that
+// continues the call's previous one extends it, and entries the call did
+// not make stay as they were.
+TEST(PackTableMerge, ContiguousRowsAreOneEntryAndOthersAreLeftAlone) {
+  const Layout plain = testing::PackLayouts()[0];  // [37, 53] bf16, one piece
+  auto data = RandomSources(plain, 3);
+  const std::vector<uint64_t> addrs = Addrs(data);
+  const uint64_t total = plain.out.spec.ByteSize();
+  std::vector<std::byte> bucket(total + 16);
+  const auto dst = reinterpret_cast<uint64_t>(bucket.data());
+  std::vector<CopyEntry> table;
+  ASSERT_TRUE(BuildPackTable(plain.out, 0, total, addrs, dst, 0, &table).ok());
+  ASSERT_EQ(table.size(), 1u);
+  EXPECT_EQ(table[0].rows, 1u);
+  EXPECT_EQ(table[0].cols * table[0].elem_size, total);
+  // An odd range: head, body and tail rows, all contiguous: still one.
+  table.clear();
+  ASSERT_TRUE(BuildPackTable(plain.out, 2 * 7, total - 2 * 20, addrs, dst, 0, &table).ok());
+  EXPECT_EQ(table.size(), 1u);
+  // The same range in two calls: the second does not touch the first's
+  // entry (callers count what each call added: ParameterSink's bytes).
+  table.clear();
+  ASSERT_TRUE(BuildPackTable(plain.out, 0, 2 * 100, addrs, dst, 0, &table).ok());
+  const CopyEntry first = table[0];
+  ASSERT_TRUE(BuildPackTable(plain.out, 2 * 100, total - 2 * 100, addrs, dst + 2 * 100, 0, &table)
+                  .ok());
+  ASSERT_EQ(table.size(), 2u);
+  EXPECT_EQ(table[0].cols, first.cols);
+  EXPECT_EQ(table[1].cols * table[1].elem_size, total - 2 * 100);
+  ExecuteCopyTableOnHost(table);
+  EXPECT_EQ(0, std::memcmp(bucket.data(), data[0].data(), total));
+  // w13 from TP halves of gate/up: each half is 12 contiguous rows of a
+  // source, so one long row per piece (one entry of 12 rows before).
+  const Layout w13 = testing::PackLayouts()[3];
+  ASSERT_EQ(w13.label, "w13_tp");
+  auto w13data = RandomSources(w13, 5);
+  std::vector<std::byte> w13bucket(w13.out.spec.ByteSize());
+  table.clear();
+  ASSERT_TRUE(BuildPackTable(w13.out, 0, w13.out.spec.ByteSize(), Addrs(w13data),
+                             reinterpret_cast<uint64_t>(w13bucket.data()), 0, &table)
+                  .ok());
+  ASSERT_EQ(table.size(), w13.out.pieces.size());
+  for (const CopyEntry& e : table) EXPECT_EQ(e.rows, 1u);
+  // A strided slice (w2) keeps one row per source row.
+  const Layout w2 = testing::PackLayouts()[2];
+  auto wdata = RandomSources(w2, 4);
+  table.clear();
+  ASSERT_TRUE(BuildPackTable(w2.out, 0, w2.out.spec.ByteSize(), Addrs(wdata), dst, 0, &table)
+                  .ok());
+  for (const CopyEntry& e : table) EXPECT_EQ(e.rows, 40u);
+  // An unpack appended after entries of its own kind: those are untouched
+  // (the unpack inverts only what it added).
+  std::vector<CopyEntry> unpack;
+  std::vector<std::byte> back(total), back2(total);
+  const std::vector<uint64_t> b1 = {reinterpret_cast<uint64_t>(back.data())};
+  const std::vector<uint64_t> b2 = {reinterpret_cast<uint64_t>(back2.data())};
+  ASSERT_TRUE(BuildUnpackTable(plain.out, 0, 2 * 100, b1, dst, 0, &unpack).ok());
+  const CopyEntry before = unpack[0];
+  ASSERT_TRUE(BuildUnpackTable(plain.out, 2 * 100, total - 2 * 100, b1, dst + 2 * 100, 0, &unpack)
+                  .ok());
+  EXPECT_EQ(unpack[0].src, before.src);
+  EXPECT_EQ(unpack[0].cols, before.cols);
+  ASSERT_TRUE(BuildUnpackTable(plain.out, 0, total, b2, dst, 0, &unpack).ok());
+  ExecuteCopyTableOnHost(unpack);
+  EXPECT_EQ(0, std::memcmp(back.data(), data[0].data(), total));
+  EXPECT_EQ(0, std::memcmp(back2.data(), data[0].data(), total));
+}
+
 TEST(PackTableErrors, RejectsBadRanges) {
   const Layout l = testing::PackLayouts()[0];
   std::vector<uint64_t> addrs = {0x1000};
