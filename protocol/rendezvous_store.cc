@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "transport/gloo_transport.h"
+#include "transport/host_as_device_transport.h"
 #include "transport/nccl_transport.h"
 
 namespace weightcast {
@@ -113,6 +114,15 @@ TransportFactory MakeTransportFactory(const DataPlaneOptions& options) {
   return [options](const TransportRequest& r, const std::atomic<bool>& cancelled)
              -> absl::StatusOr<std::unique_ptr<Transport>> {
     if (r.kind == "gloo") return ConnectGloo(options, r, cancelled);
+#ifdef WEIGHTCAST_HOST_TWIN
+    // The host twin (kernels/host_twin): an nccl group runs over gloo, its
+    // transport reporting device memory, so every device-path branch of
+    // the senders and receivers runs on the CPU.
+    if (r.kind == "nccl") {
+      ASSIGN_OR_RETURN(std::unique_ptr<Transport> t, ConnectGloo(options, r, cancelled));
+      return std::unique_ptr<Transport>(std::make_unique<HostAsDeviceTransport>(std::move(t)));
+    }
+#endif
     if (r.kind == "nccl") return ConnectNccl(options, r, cancelled);
     return absl::FailedPreconditionError(
         absl::StrCat("rank ", r.rank, ": unknown transport '", r.kind, "' (gloo or nccl)"));

@@ -182,6 +182,55 @@ TEST_F(BroadcasterTest, Fp8UpdateMatchesTheCpuReference) {
   EXPECT_EQ(std::memcmp(c.tensors[w + "_scale_inv"].second.data(), scales.data(), 16), 0);
 }
 
+// The GPU data plane's host logic end to end (issue 12): the same updates,
+// plain and block FP8, through an nccl group (senders' CudaBucketPacker
+// uploading host sources, receivers' CudaBucketLanding and the device path
+// of CallbackSink) and through gloo (the CPU path) must deliver the same
+// bytes. It runs on the host twin (--define=cuda=host, scripts/test), where
+// an nccl group goes over gloo with the CUDA calls on the host; on a GPU two
+// NCCL ranks cannot share a device in one process (test_gpu_e2e.py covers
+// that machine).
+TEST_F(BroadcasterTest, TheDevicePathDeliversWhatTheHostPathDoes) {
+#ifndef WEIGHTCAST_HOST_TWIN
+  GTEST_SKIP() << "runs on the host twin (bazel test --define=cuda=host; scripts/test does)";
+#else
+  for (const char* quant : {"", "fp8-block"}) {
+    ShmFile f("d.bin", {{"model.embed_tokens.weight", {100, 72}},
+                        {"model.layers.0.self_attn.q_proj.weight", {200, 136}},
+                        {"model.layers.0.mlp.experts.0.gate_proj.weight", {40, 72}},
+                        {"model.layers.0.mlp.experts.0.up_proj.weight", {40, 72}},
+                        {"model.layers.0.mlp.experts.0.down_proj.weight", {72, 40}},
+                        {"model.layers.0.input_layernorm.weight", {136}},
+                        {"lm_head.weight", {1000, 72}}},
+              3);
+    std::map<std::string, Collected> got;
+    for (const char* transport : {"gloo", "nccl"}) {
+      Broadcaster b;
+      BroadcasterConfig cfg = Config();
+      cfg.transport = transport;
+      cfg.format.quant_method = quant;
+      ASSERT_TRUE(b.Init(cfg).ok()) << transport;
+      ASSERT_TRUE(b.Register(f.regs, "", false).ok());
+      std::vector<UpdateEvent> events;
+      for (uint64_t v = 1; v <= 2; ++v) {
+        const absl::Status s = UpdateWithReceiver(b, v, &got[transport], &events);
+        ASSERT_TRUE(s.ok()) << transport << " " << quant << " version " << v << ": " << s;
+      }
+      EXPECT_EQ(got[transport].commits, 2) << transport;
+    }
+    const auto& host = got["gloo"].tensors;
+    const auto& device = got["nccl"].tensors;
+    ASSERT_EQ(host.size(), device.size()) << quant;
+    ASSERT_GE(host.size(), 7u) << quant;
+    for (const auto& [name, t] : host) {
+      ASSERT_TRUE(device.count(name)) << quant << " " << name;
+      EXPECT_EQ(device.at(name).first.shape, t.first.shape) << quant << " " << name;
+      EXPECT_EQ(device.at(name).second, t.second) << quant << " " << name;
+    }
+  }
+#endif
+}
+
 // The non-finite guard end to end in one process: a trainer's +inf makes the
 // update fail naming the tensor and element, the receiver aborts (keeps
 // version 1) and the group stays in step (same generation); with

@@ -28,6 +28,12 @@ NVCC_FLAGS = [
     "--expt-relaxed-constexpr",
 ]
 
+# With --define=cuda=host (scripts/test's host-twin run) every cuda_library
+# is its host twin instead: no nvcc objects, the launchers of
+# //kernels/host_twin (the CPU twins behind the same functions), and
+# //tools:cudart is the twin's CUDA runtime (kernels/host_twin/README.md).
+HOST_TWIN = "//tools:cuda_host_twin"
+
 def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], linkopts = [], **kwargs):
     objs = []
     for src in srcs:
@@ -40,10 +46,16 @@ def cuda_library(name, srcs, hdrs = [], cu_deps = [], deps = [], linkopts = [], 
         )
         objs.append(obj)
     native.cc_library(
-        name = name,
-        srcs = objs,
+        name = name + "_headers",
         hdrs = hdrs,
-        deps = deps + ["//tools:cudart"],
+        deps = deps + ["@cuda//:headers"],
+        **kwargs
+    )
+    native.cc_library(
+        name = name,
+        srcs = select({HOST_TWIN: [], "//conditions:default": objs}),
+        deps = [":" + name + "_headers", "//tools:cudart"] +
+               select({HOST_TWIN: ["//kernels/host_twin:launchers"], "//conditions:default": []}),
         linkopts = linkopts,
         alwayslink = True,
         **kwargs

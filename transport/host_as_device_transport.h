@@ -1,4 +1,5 @@
-// HostAsDeviceTransport (tests): another transport that says it moves
+// HostAsDeviceTransport (tests, and nccl groups on the host twin,
+// kernels/host_twin): another transport that says it moves
 // device memory. It lets the CPU run the code paths a device transport
 // (NCCL) takes, over gloo: whatever asks IsDeviceMemory() takes its device
 // branch, while the bytes stay in host memory. It counts which calls were
