@@ -155,6 +155,10 @@ void FiniteGuard::Record(uint32_t source, uint64_t finding) {
   findings_.emplace_back(source, finding);
 }
 
+void FiniteGuard::Merge(const FiniteGuard& other) {
+  for (const auto& [s, f] : other.findings_) Record(s, f);
+}
+
 uint64_t FiniteGuard::FindingOf(uint32_t source) const {
   for (const auto& [s, f] : findings_) {
     if (s == source) return f;

@@ -59,6 +59,8 @@ class FiniteGuard {
   // Records a finding word (kernels/finite_bits.h) of `source`; kNoFinding
   // is ignored. Keeps the lowest per source.
   void Record(uint32_t source, uint64_t finding);
+  // Records every finding of `other` (a guard another thread filled).
+  void Merge(const FiniteGuard& other);
 
   [[nodiscard]] bool found() const { return !findings_.empty(); }
   // The lowest finding of `source`, or kNoFinding.

@@ -85,6 +85,17 @@ class BucketPacker {
                                              uint32_t global_index, std::byte* bucket_base,
                                              FiniteGuard* guard);
 
+// PackSegmentOnHost for several segments of one bucket, on up to
+// `max_workers` threads (0: the machine's cores, at most 8) when there are
+// enough bytes to be worth it (4 MiB per thread); each thread takes a run of
+// whole segments with a guard of its own, merged into `guard` after. The
+// bytes and findings do not depend on the thread count; on errors, the
+// first failing segment's.
+[[nodiscard]] absl::Status PackSegmentsOnHost(const PackInput& input,
+                                              std::span<const Segment* const> segments,
+                                              uint32_t global_index, std::byte* bucket_base,
+                                              FiniteGuard* guard, unsigned max_workers = 0);
+
 // What Pack returns for the findings of a bucket: OK when `guard` found
 // nothing, else NonFiniteValueError prefixed with the bucket.
 [[nodiscard]] absl::Status NonFiniteStatus(const FiniteGuard& guard, const PackInput& input,

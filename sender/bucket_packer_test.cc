@@ -225,6 +225,45 @@ TEST(HostBucketPackerTest, GuardNamesTheTensorAndFirstIndexForEachDtype) {
   }
 }
 
+// Several threads pack a large bucket (whole segments each, guards merged)
+// into the bytes one thread makes, with the same findings.
+TEST(HostBucketPackerTest, PackingOnThreadsGivesTheBytesAndFindingsOfOne) {
+  std::vector<TensorSpec> specs;
+  std::vector<std::vector<std::byte>> data;
+  std::vector<OutputTensor> outputs;
+  for (int t = 0; t < 70; ++t) {
+    specs.push_back({"model.layers." + std::to_string(t) + ".mlp.down_proj.weight", DType::kBF16,
+                     {512, 256}});
+  }
+  for (size_t t = 0; t < specs.size(); ++t) {
+    std::vector<std::byte> d(specs[t].ByteSize());
+    for (size_t k = 0; k < d.size(); ++k) d[k] = static_cast<std::byte>((k * 31 + t) % 251);
+    data.push_back(std::move(d));
+    outputs.push_back(CopyOf(specs[t], static_cast<uint32_t>(t)));
+  }
+  const auto inf = Encode(DType::kBF16, std::numeric_limits<double>::infinity());
+  for (size_t t : {3, 40, 69}) std::memcpy(data[t].data() + 2 * (1000 + t), inf.data(), 2);
+  std::vector<HostSource> sources;
+  for (size_t t = 0; t < specs.size(); ++t) sources.push_back({specs[t], data[t].data()});
+  absl::StatusOr<BucketPlan> plan = PlanBuckets(outputs, 64 << 20, 0);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->buckets.size(), 1u);
+  const Bucket& bucket = plan->buckets[0];
+  std::vector<const Segment*> segs;
+  for (const Segment& s : bucket.segments) segs.push_back(&s);
+  PackInput input{.outputs = outputs, .sources = sources, .weight_version = 1};
+  std::vector<std::byte> one(bucket.bytes), four(bucket.bytes);
+  FiniteGuard g1, g4;
+  ASSERT_TRUE(PackSegmentsOnHost(input, segs, 0, one.data(), &g1, 1).ok());
+  ASSERT_TRUE(PackSegmentsOnHost(input, segs, 0, four.data(), &g4, 4).ok());
+  EXPECT_EQ(one, four);
+  for (uint32_t t = 0; t < specs.size(); ++t) {
+    EXPECT_EQ(g1.FindingOf(t), g4.FindingOf(t)) << t;
+    EXPECT_EQ(g1.FindingOf(t) != kNoFinding, t == 3 || t == 40 || t == 69) << t;
+  }
+  EXPECT_EQ(NonFiniteStatus(g4, input, 0).message(), NonFiniteStatus(g1, input, 0).message());
+}
+
 // Through expert fusion and block FP8: the index is the source's (the fused
 // gate_up_proj), the error names the source, not the per-expert output;
 // integer tensors are never checked.

@@ -97,6 +97,7 @@ class CudaBucketPacker final : public BucketPacker {
         input.check_finite ? std::span<const uint32_t>(slot_of_) : std::span<const uint32_t>();
     // Runs of host-packed bytes [begin, end) to copy up.
     std::vector<std::pair<uint64_t, uint64_t>> host_runs;
+    host_segments_.clear();
     uint64_t cursor = 0;
     for (const Segment& s : bucket.segments) {
       const OutputTensor& out = input.outputs[s.tensor];
@@ -113,8 +114,7 @@ class CudaBucketPacker final : public BucketPacker {
       cursor = s.bucket_offset + s.bytes;
       ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, out));
       if (place == SourcePlace::kHost) {
-        RETURN_IF_ERROR(host_[i].Reserve(slot_bytes_));
-        RETURN_IF_ERROR(PackSegmentOnHost(input, s, g, host_[i].data(), host_guard));
+        host_segments_.push_back(&s);
         if (!host_runs.empty() && host_runs.back().second == s.bucket_offset) {
           host_runs.back().second = cursor;
         } else {
@@ -146,6 +146,11 @@ class CudaBucketPacker final : public BucketPacker {
       }
     }
 
+    // Host-sourced segments (FP8 included) on the CPU, on several threads.
+    if (!host_segments_.empty()) {
+      RETURN_IF_ERROR(host_[i].Reserve(slot_bytes_));
+      RETURN_IF_ERROR(PackSegmentsOnHost(input, host_segments_, g, host_[i].data(), host_guard));
+    }
     unsigned long long* guard_words = nullptr;
     const size_t guard_bytes = slot_sources_.size() * sizeof(uint64_t);
     if (guard_bytes > 0) {
@@ -234,6 +239,7 @@ class CudaBucketPacker final : public BucketPacker {
   FiniteGuard guard_;               // host segments' findings, then the device's
   std::vector<uint32_t> slot_of_;   // source -> guard slot of this bucket
   std::vector<uint32_t> slot_sources_;
+  std::vector<const Segment*> host_segments_;  // this bucket's, packed on the CPU
   // Last: destroyed first, so its work is done before the buffers are freed.
   CudaStream owned_stream_;
 };
