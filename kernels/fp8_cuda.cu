@@ -178,26 +178,14 @@ __global__ void Fp8DequantizeKernel(const uint8_t* __restrict__ q, const float* 
 }  // namespace
 
 cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& p, cudaStream_t stream) {
-  if (p.segments == nullptr || p.num_segments == 0 || p.q_rows == 0 || p.q_cols == 0) {
-    return cudaErrorInvalidValue;
+  Fp8Bands span;
+  if (const cudaError_t err = Fp8BandsOf(p, &span); err != cudaSuccess || span.count == 0) {
+    return err;
   }
-  if (p.src_type != Fp8SourceType::kBF16 && p.src_type != Fp8SourceType::kF16 &&
-      p.src_type != Fp8SourceType::kF32) {
-    return cudaErrorInvalidValue;
-  }
-  if (p.dst_q == nullptr && p.dst_scales == nullptr) return cudaErrorInvalidValue;
-  if (p.scale_rule != 0 && p.scale_rule != 1) return cudaErrorInvalidValue;
   const uint64_t R = p.q_rows;
-  if (p.row_end <= p.row_begin) return p.row_end == p.row_begin ? cudaSuccess : cudaErrorInvalidValue;
-  if ((p.row_begin % R) % kBlock != 0) return cudaErrorInvalidValue;
-  const uint64_t end_in_matrix = p.row_end % R;
-  if (end_in_matrix != 0 && end_in_matrix % kBlock != 0) return cudaErrorInvalidValue;
   const uint64_t bands = (R + kBlock - 1) / kBlock;
-  const uint64_t first = (p.row_begin / R) * bands + (p.row_begin % R) / kBlock;
-  const uint64_t last = (p.row_end / R) * bands + (end_in_matrix + kBlock - 1) / kBlock;
-  const uint64_t units = last - first;
+  const uint64_t first = span.first, units = span.count;
   const uint64_t col_blocks = (p.q_cols + kBlock - 1) / kBlock;
-  if (col_blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
   // grid.y holds at most 65535 bands: more (a large batch of experts) go in
   // several launches, each over whole bands, its outputs offset to match.
   constexpr uint64_t kMaxGridY = 65535;

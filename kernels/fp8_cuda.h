@@ -60,6 +60,39 @@ struct Fp8QuantizeParams {
   unsigned long long* guard = nullptr;
 };
 
+// The bands (128-row units over all matrices) `p` quantizes: [first, first +
+// count). cudaErrorInvalidValue when the parameters are inconsistent (row
+// range not band aligned, empty segments, unknown type or rule, no
+// outputs); count 0 for an empty range. The launcher's checks, shared with
+// its host twin (kernels/host_twin).
+struct Fp8Bands {
+  uint64_t first = 0;
+  uint64_t count = 0;
+};
+inline cudaError_t Fp8BandsOf(const Fp8QuantizeParams& p, Fp8Bands* out) {
+  constexpr uint64_t kB = 128;
+  *out = Fp8Bands{};
+  if (p.segments == nullptr || p.num_segments == 0 || p.q_rows == 0 || p.q_cols == 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.src_type != Fp8SourceType::kBF16 && p.src_type != Fp8SourceType::kF16 &&
+      p.src_type != Fp8SourceType::kF32) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.dst_q == nullptr && p.dst_scales == nullptr) return cudaErrorInvalidValue;
+  if (p.scale_rule != 0 && p.scale_rule != 1) return cudaErrorInvalidValue;
+  const uint64_t R = p.q_rows;
+  if (p.row_end <= p.row_begin) return p.row_end == p.row_begin ? cudaSuccess : cudaErrorInvalidValue;
+  if ((p.row_begin % R) % kB != 0) return cudaErrorInvalidValue;
+  const uint64_t end_in_matrix = p.row_end % R;
+  if (end_in_matrix != 0 && end_in_matrix % kB != 0) return cudaErrorInvalidValue;
+  if ((p.q_cols + kB - 1) / kB > 0x7FFFFFFF) return cudaErrorInvalidValue;
+  const uint64_t bands = (R + kB - 1) / kB;
+  out->first = (p.row_begin / R) * bands + (p.row_begin % R) / kB;
+  out->count = (p.row_end / R) * bands + (end_in_matrix + kB - 1) / kB - out->first;
+  return cudaSuccess;
+}
+
 // Enqueues the kernel (one 256-thread block per 128x128 block, a single pass
 // over the input: amax, scale, the non-finite guard and encode from
 // registers; one launch per 65535 bands, grid.y's limit). Returns

@@ -99,21 +99,11 @@ cudaError_t LaunchChunkDigests(const void* data, size_t len, uint64_t* digests,
 }
 
 cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& p, cudaStream_t /*stream*/) {
-  // The GPU launcher's checks, in its order.
-  if (p.segments == nullptr || p.num_segments == 0 || p.q_rows == 0 || p.q_cols == 0) {
-    return cudaErrorInvalidValue;
+  Fp8Bands span;
+  if (const cudaError_t err = Fp8BandsOf(p, &span); err != cudaSuccess || span.count == 0) {
+    return err;
   }
-  if (p.src_type != Fp8SourceType::kBF16 && p.src_type != Fp8SourceType::kF16 &&
-      p.src_type != Fp8SourceType::kF32) {
-    return cudaErrorInvalidValue;
-  }
-  if (p.dst_q == nullptr && p.dst_scales == nullptr) return cudaErrorInvalidValue;
-  if (p.scale_rule != 0 && p.scale_rule != 1) return cudaErrorInvalidValue;
   const uint64_t R = p.q_rows, C = p.q_cols, kB = kFp8Block;
-  if (p.row_end <= p.row_begin) return p.row_end == p.row_begin ? cudaSuccess : cudaErrorInvalidValue;
-  if ((p.row_begin % R) % kB != 0) return cudaErrorInvalidValue;
-  const uint64_t end_in_matrix = p.row_end % R;
-  if (end_in_matrix != 0 && end_in_matrix % kB != 0) return cudaErrorInvalidValue;
   if (!KernelAccessible(p.segments, p.num_segments * sizeof(Fp8RowSegment))) {
     return Refuse("LaunchFp8Quantize", "segments are not device memory", p.segments,
                   p.num_segments * sizeof(Fp8RowSegment));
