@@ -56,6 +56,14 @@ class BucketPacker {
   [[nodiscard]] virtual absl::Status Reserve(size_t bytes) = 0;
   [[nodiscard]] virtual std::byte* slot(int i) = 0;
 
+  // Before an update's first Pack: grows every buffer packing `buckets` of
+  // `input` will need, so none grows while the update runs (on a GPU an
+  // allocation waits for the device, stalling the transfer in flight).
+  [[nodiscard]] virtual absl::Status Prepare(const PackInput& /*input*/,
+                                             std::span<const Bucket> /*buckets*/) {
+    return absl::OkStatus();
+  }
+
   // A buffer of at least `bytes` in the slots' memory, for buckets of other
   // senders that pass through this rank (transports without a partial
   // broadcast).

@@ -16,6 +16,9 @@
 #include "common/checksum.h"
 #include "formats/format_spec.h"
 #include "gtest/gtest.h"
+#ifdef WEIGHTCAST_HOST_TWIN
+#include "kernels/host_twin/memory.h"
+#endif
 #include "kernels/gpu_device.h"
 #include "kernels/pack_reference.h"
 #include "protocol/wire_format.h"
@@ -339,6 +342,11 @@ void CompareGpuWithCpu(bool fp8, bool poison = false) {
   for (const Bucket& b : m.plan.buckets) max_bytes = std::max<size_t>(max_bytes, b.bytes);
   ASSERT_TRUE(cpu->Reserve(max_bytes + kBucketTrailerBytes).ok());
   ASSERT_TRUE((*gpu)->Reserve(max_bytes + kBucketTrailerBytes).ok());
+  ASSERT_TRUE((*gpu)->Prepare(gpu_in, m.plan.buckets).ok());
+#ifdef WEIGHTCAST_HOST_TWIN
+  // Prepared: no buffer grows while the buckets are packed.
+  const uint64_t allocated = host_twin::AllocationCount();
+#endif
   for (uint32_t g = 0; g < m.plan.buckets.size(); ++g) {
     const Bucket& b = m.plan.buckets[g];
     const size_t n = b.bytes + kBucketTrailerBytes;
@@ -363,6 +371,9 @@ void CompareGpuWithCpu(bool fp8, bool poison = false) {
     }
     ASSERT_EQ(first, n) << "bucket " << g << " differs first at byte " << first << " of " << n;
   }
+#ifdef WEIGHTCAST_HOST_TWIN
+  EXPECT_EQ(host_twin::AllocationCount(), allocated) << "a packer buffer grew while packing";
+#endif
   for (void* d : allocations) cudaFree(d);
 }
 

@@ -49,6 +49,46 @@ class CudaBucketPacker final : public BucketPacker {
   }
   std::byte* slot(int i) override { return slots_[i].data(); }
 
+  absl::Status Prepare(const PackInput& input, std::span<const Bucket> buckets) override {
+    // Upper bounds over the buckets of what PackOnStream builds: one
+    // zero-fill entry per segment (padding is under kZeroBytes), up to three
+    // copy entries per piece (head, body, tail), one FP8 row segment per
+    // piece; host-sourced outputs use the pinned staging slots.
+    size_t entries = 0, fp8_segments = 0;
+    bool host = false;
+    for (const Bucket& b : buckets) {
+      size_t e = 0, f = 0;
+      for (const Segment& seg : b.segments) {
+        const OutputTensor& out = input.outputs[seg.tensor];
+        ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, out));
+        ++e;
+        if (place == SourcePlace::kHost) {
+          host = true;
+        } else if (out.quant == QuantKind::kNone) {
+          e += 3 * out.pieces.size();
+        } else {
+          f += out.pieces.size();
+        }
+      }
+      entries = std::max(entries, e);
+      fp8_segments = std::max(fp8_segments, f);
+    }
+    table_.reserve(entries);
+    RETURN_IF_ERROR(table_scratch_.Reserve(CopyTableScratchBytes(entries), device_));
+    if (fp8_segments > 0) {
+      RETURN_IF_ERROR(fp8_scratch_.Reserve(fp8_segments * sizeof(Fp8RowSegment), device_));
+      RETURN_IF_ERROR(fp8_host_.Reserve(fp8_segments * sizeof(Fp8RowSegment)));
+    }
+    if (input.check_finite && !input.sources.empty()) {
+      RETURN_IF_ERROR(guard_words_.Reserve(input.sources.size() * sizeof(uint64_t), device_));
+      RETURN_IF_ERROR(guard_host_.Reserve(input.sources.size() * sizeof(uint64_t)));
+    }
+    if (host) {
+      for (PinnedBuffer& h : host_) RETURN_IF_ERROR(h.Reserve(slot_bytes_));
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<std::byte*> Scratch(size_t bytes) override {
     RETURN_IF_ERROR(scratch_.Reserve(bytes, device_));
     return scratch_.data();

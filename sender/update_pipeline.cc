@@ -63,6 +63,14 @@ class DoubleBufferedPacker {
  private:
   void Loop() {
     const auto& buckets = u_.plan->buckets;
+    if (absl::Status st = packer_.Prepare(input_, buckets); !st.ok()) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        status_ = st;
+      }
+      cv_.notify_all();
+      return;
+    }
     for (size_t k = 0; k < buckets.size(); ++k) {
       {
         std::unique_lock<std::mutex> lock(mu_);
@@ -168,6 +176,16 @@ absl::StatusOr<UpdateSummary> RunSenderUpdate(Transport& transport, const Sender
   // ranks only; otherwise every rank takes part and other senders' buckets
   // pass through the packer's scratch buffer.
   const bool partial = transport.SupportsPartialBroadcast();
+  if (!partial) {
+    // Sized now, not as the other senders' buckets arrive.
+    size_t max_global = 0;
+    for (const GlobalBucket& b : global.buckets) max_global = std::max<size_t>(max_global, b.bytes);
+    if (absl::StatusOr<std::byte*> s = bucket_packer->Scratch(max_global + kBucketTrailerBytes);
+        !s.ok()) {
+      transport.Abort();
+      return s.status();
+    }
+  }
   size_t own = 0;
   // Other senders' buckets since this rank's last one: with a partial
   // broadcast this rank does not take part in them, but the receivers take

@@ -16,6 +16,9 @@ namespace weightcast::host_twin {
 // Reports a misuse a GPU would refuse or fault on (stderr, naming `call`)
 // and records it as the last error; returns cudaErrorInvalidValue's value.
 int Misuse(const char* call, const char* why, const void* p = nullptr, size_t n = 0);
+// Successful allocations so far (cudaMalloc, cudaMallocHost, cudaHostAlloc):
+// a test's check that nothing grows while an update runs.
+[[nodiscard]] uint64_t AllocationCount();
 
 }  // namespace weightcast::host_twin
 

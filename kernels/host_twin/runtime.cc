@@ -33,6 +33,7 @@ struct State {
   std::set<uintptr_t> streams;
   uintptr_t next_stream = 0x5000;
   cudaError_t last_error = cudaSuccess;
+  uint64_t allocations_made = 0;
 };
 
 State& S() {
@@ -67,6 +68,7 @@ cudaError_t Allocate(void** p, size_t bytes, bool device, const char* call) {
   std::lock_guard<std::mutex> lock(S().mu);
   S().allocations[reinterpret_cast<uintptr_t>(m)] =
       Allocation{reinterpret_cast<uintptr_t>(m), bytes == 0 ? 1 : bytes, device};
+  ++S().allocations_made;
   *p = m;
   return cudaSuccess;
 }
@@ -135,6 +137,11 @@ bool KernelAccessible(const void* p, size_t n) {
   if (n == 0) return true;
   std::lock_guard<std::mutex> lock(S().mu);
   return Holding(p, n) != nullptr;
+}
+
+uint64_t AllocationCount() {
+  std::lock_guard<std::mutex> lock(S().mu);
+  return S().allocations_made;
 }
 
 int Misuse(const char* call, const char* why, const void* p, size_t n) {
