@@ -113,11 +113,7 @@ std::vector<CopyEntry> PackTable(char* src, char* bucket, int n, uint64_t rows, 
 
 int Main() {
   auto gpus = CudaDeviceCount();
-  if (!gpus.ok() || *gpus == 0) {
-    std::printf("kernels_bench: no usable CUDA device (%s), nothing measured\n",
-                gpus.ok() ? "none found" : std::string(gpus.status().message()).c_str());
-    return GpuRequired() || !gpus.ok() ? 1 : 0;  // WC_REQUIRE_GPU=1: that is a failure
-  }
+  if (!gpus.ok() || *gpus == 0) return ReportNoGpu("kernels_bench", gpus, "nothing measured");
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount,

@@ -100,11 +100,7 @@ int RunRank(int rank, const std::string& raw_hex, const std::string& t_hex) {
 int Main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--rank1") return RunRank(1, argv[2], argv[3]);
   auto gpus = CudaDeviceCount();
-  if (!gpus.ok() || *gpus == 0) {
-    std::printf("nccl_bench: no usable CUDA device (%s), nothing measured\n",
-                gpus.ok() ? "none found" : std::string(gpus.status().message()).c_str());
-    return GpuRequired() || !gpus.ok() ? 1 : 0;  // WC_REQUIRE_GPU=1: that is a failure
-  }
+  if (!gpus.ok() || *gpus == 0) return ReportNoGpu("nccl_bench", gpus, "nothing measured");
   setenv("NCCL_HOSTID", "host0", 1);
   setenv("NCCL_SOCKET_IFNAME", "lo", 0);
   setenv("NCCL_IB_DISABLE", "1", 0);

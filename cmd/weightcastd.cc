@@ -54,8 +54,7 @@ int main(int argc, char** argv) {
                  "(default: $WEIGHTCAST_TOKEN)");
   std::string log_format = "text", metrics_listen;
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->capture_default_str();
   app.add_option("--log-format", log_format, "text, or json (one object per line)")
       ->capture_default_str();
   app.add_option("--metrics-listen", metrics_listen,

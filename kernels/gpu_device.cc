@@ -2,8 +2,10 @@
 
 #include <dlfcn.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include <cuda_runtime_api.h>
 
@@ -54,6 +56,12 @@ absl::StatusOr<int> CudaDeviceCount() {
     default:
       return CudaErrorStatus(err, "cudaGetDeviceCount");
   }
+}
+
+int ReportNoGpu(const char* who, const absl::StatusOr<int>& gpus, const char* what) {
+  std::printf("%s: no usable CUDA device (%s), %s\n", who,
+              gpus.ok() ? "none found" : std::string(gpus.status().message()).c_str(), what);
+  return GpuRequired() || !gpus.ok() ? 1 : 0;
 }
 
 bool GpuRequired() {

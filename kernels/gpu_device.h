@@ -18,6 +18,11 @@ namespace weightcast {
 // that would skip for want of a GPU fails instead.
 [[nodiscard]] bool GpuRequired();
 
+// For a benchmark that found no usable GPU (`gpus` is 0 or an error): prints
+// "WHO: no usable CUDA device (why), WHAT" and returns its exit code, 1 when
+// WC_REQUIRE_GPU=1 or the driver is unusable, else 0.
+[[nodiscard]] int ReportNoGpu(const char* who, const absl::StatusOr<int>& gpus, const char* what);
+
 }  // namespace weightcast
 
 // In a gtest body: skip unless a CUDA device is present (fail instead under

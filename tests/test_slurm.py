@@ -17,12 +17,12 @@ import time
 import pytest
 
 from weightcast.shm import ShmTensorFile
-from weightcast_testing.cluster import default_bin_dir, free_port
+from weightcast_testing.cluster import (default_bin_dir, free_port, read_checkpoint,
+                                        write_version)
 from weightcast_testing.fp8 import check_fp8_checkpoint
-from weightcast_testing.modelgen import MoeModelSpec, values
+from weightcast_testing.modelgen import MoeModelSpec
 from weightcast_testing.slurm import OneNodeSlurm, SlurmUnavailable
 
-from safetensors.numpy import load_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = os.path.join(REPO, "deploy", "slurm", "weightcast-group.sbatch")
@@ -45,15 +45,6 @@ def until(pred, timeout, what):
     while not pred():
         assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
-
-
-def load_step(root, version):
-    path = f"{root}/step_{version}"
-    index = json.load(open(f"{path}/model.safetensors.index.json"))
-    got = {}
-    for shard in sorted(set(index["weight_map"].values())):
-        got.update(load_file(f"{path}/{shard}"))
-    return got, json.load(open(f"{path}/config.json"))
 
 
 def pids_of(pattern):
@@ -101,20 +92,13 @@ def test_group_job_on_a_real_slurm(slurm, tmp_path):
                                capture_output=True, text=True, timeout=180)
             return p.returncode, p.stdout + p.stderr
 
-        def write_version(v):
-            for f in shm:
-                for name in f.names():
-                    slot = f.slots[name]
-                    f.array(name)[...] = values(name, slot.dtype, slot.shape, v)
-                f.flush()
-
         rc, text = ctl("register")
         assert rc == 0, text
-        write_version(1)
+        write_version(shm, 1)
         rc, text = ctl("update", "--version", "1")
         assert rc == 0, text
         for rank in (2, 3):
-            got, config = load_step(out / f"rank{rank}", 1)
+            got, config = read_checkpoint(f"{out}/rank{rank}/step_1")
             assert check_fp8_checkpoint(got, config, model, 1) > 0
 
         # A receiver crashes: its task restarts it in place, it rejoins and
@@ -125,11 +109,11 @@ def test_group_job_on_a_real_slurm(slurm, tmp_path):
         until(lambda: pids_of("weightcast-recv.*--rank 3 ") not in ([], victims), 30,
               "receiver 3 restarted")
         assert slurm.job_state(job) == "RUNNING"
-        write_version(2)
+        write_version(shm, 2)
         rc, text = ctl("update", "--version", "2")
         assert rc == 0, text
         for rank in (2, 3):
-            got, config = load_step(out / f"rank{rank}", 2)
+            got, config = read_checkpoint(f"{out}/rank{rank}/step_2")
             check_fp8_checkpoint(got, config, model, 2)
             assert open(out / f"rank{rank}" / "LATEST").read().strip() == "2"
         task3 = (logs / f"weightcast-{job}-task3.log").read_text()

@@ -34,6 +34,16 @@ def packaged() -> bool:
     return os.path.isdir(os.path.join(_NATIVE, "bin"))
 
 
+def checkout_program_dir() -> str:
+    """Where a checkout's Bazel build puts the programs."""
+    return os.path.join(_REPO, "bazel-bin", "cmd")
+
+
+def checkout_receiver_library() -> str:
+    """Where a checkout's Bazel build puts libweightcast_receiver.so."""
+    return os.path.join(_REPO, "bazel-bin", "receiver", RECEIVER_LIB)
+
+
 def program(name: str) -> str:
     """The path of one of PROGRAMS."""
     if name not in PROGRAMS:
@@ -42,7 +52,7 @@ def program(name: str) -> str:
         return os.path.join(os.environ["WEIGHTCAST_BIN"], name)
     if packaged():
         return os.path.join(_NATIVE, "bin", name)
-    return os.path.join(_REPO, "bazel-bin", "cmd", name)
+    return os.path.join(checkout_program_dir(), name)
 
 
 def receiver_library() -> str:
@@ -50,8 +60,7 @@ def receiver_library() -> str:
     if os.environ.get("WEIGHTCAST_RECEIVER_LIB"):
         return os.environ["WEIGHTCAST_RECEIVER_LIB"]
     lib = os.path.join(_NATIVE, RECEIVER_LIB)
-    return lib if os.path.exists(lib) else os.path.join(_REPO, "bazel-bin", "receiver",
-                                                        RECEIVER_LIB)
+    return lib if os.path.exists(lib) else checkout_receiver_library()
 
 
 def nccl_library_dir() -> str | None:

@@ -45,8 +45,7 @@ from weightcast import native as _native
 
 LIB_NAME = _native.RECEIVER_LIB
 # In a checkout: what `bazel build //receiver:libweightcast_receiver.so` made.
-DEFAULT_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "bazel-bin", "receiver", LIB_NAME)
+DEFAULT_LIB = _native.checkout_receiver_library()
 
 
 def receiver_library(lib_path: str | None = None) -> str:

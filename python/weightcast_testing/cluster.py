@@ -19,6 +19,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from weightcast_testing.modelgen import MoeModelSpec, values
+from weightcast.native import checkout_program_dir
 from weightcast.shm import ShmTensorFile
 
 # safetensors' numpy backend looks F8_E4M3 up as numpy.float8_e4m3fn; numpy
@@ -37,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def default_bin_dir() -> str:
-    return os.environ.get("WEIGHTCAST_BIN", os.path.join(REPO, "bazel-bin", "cmd"))
+    return os.environ.get("WEIGHTCAST_BIN", checkout_program_dir())
 
 
 def spawn_weightcastd(workdir: str, s: int, env: dict | None = None,
@@ -70,6 +71,25 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port below the ephemeral range")
+
+
+def read_checkpoint(path: str) -> tuple[dict, dict]:
+    """(tensors, config) of the checkpoint directory ``path``, read with the
+    safetensors package through its index."""
+    index = json.load(open(f"{path}/model.safetensors.index.json"))
+    got: dict[str, np.ndarray] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        got.update(load_file(f"{path}/{shard}"))
+    return got, json.load(open(f"{path}/config.json"))
+
+
+def write_version(files: list[ShmTensorFile], version: int) -> None:
+    """The trainers' optimizer step: version ``version``'s values in place."""
+    for f in files:
+        for name in f.names():
+            slot = f.slots[name]
+            f.array(name)[...] = values(name, slot.dtype, slot.shape, version)
+        f.flush()
 
 
 @dataclass
@@ -229,11 +249,7 @@ class Cluster:
 
     def write_version(self, version: int) -> None:
         """The trainer's optimizer step: new values in place."""
-        for f in self.shm:
-            for name in f.names():
-                slot = f.slots[name]
-                f.array(name)[...] = values(name, slot.dtype, slot.shape, version)
-            f.flush()
+        write_version(self.shm, version)
 
     def update(self, version: int) -> list[Result]:
         with ThreadPoolExecutor(self.num_senders) as pool:
@@ -256,21 +272,13 @@ class Cluster:
     def load(self, rank: int, version: int) -> tuple[dict, dict]:
         """(tensors, config) of rank's checkpoint of `version`, read with the
         safetensors package through the index."""
-        path = self.wait_for_step(rank, version)
-        index = json.load(open(f"{path}/model.safetensors.index.json"))
-        got: dict[str, np.ndarray] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            got.update(load_file(f"{path}/{shard}"))
-        return got, json.load(open(f"{path}/config.json"))
+        return read_checkpoint(self.wait_for_step(rank, version))
 
     def verify(self, rank: int, version: int) -> str:
         """Checks rank's checkpoint of `version` byte for byte against the
         generator, with the safetensors package as the reader."""
         path = self.wait_for_step(rank, version)
-        index = json.load(open(f"{path}/model.safetensors.index.json"))
-        got: dict[str, np.ndarray] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            got.update(load_file(f"{path}/{shard}"))
+        got, config = read_checkpoint(path)
         expected = {name: (dtype, shape) for name, dtype, shape in self.model.tensors()}
         assert set(got) == set(expected), set(got) ^ set(expected)
         for name, (dtype, shape) in expected.items():
@@ -278,7 +286,6 @@ class Cluster:
             have = got[name]
             assert tuple(have.shape) == tuple(shape), name
             assert have.tobytes() == want.tobytes(), f"{name} differs at version {version}"
-        config = json.load(open(f"{path}/config.json"))
         assert config == self.model.config()
         latest = open(f"{self.receiver_out(rank)}/LATEST").read().strip()
         assert int(latest) >= version
