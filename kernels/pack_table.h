@@ -26,6 +26,11 @@ namespace weightcast {
 // UNIMPLEMENTED for FP8 outputs (those go through kernels/fp8_cuda.h).
 // `guard_slots[i]`, when given, is the non-finite guard word of source i:
 // the entries of floating-point outputs then carry the guard (copy_table.h).
+// The most entries BuildPackTable (or BuildPackTableForPiece) appends for
+// one piece: a partial row at each end and the whole rows between. What a
+// caller sizes a launch's table scratch by before an update runs.
+inline constexpr size_t kMaxCopyEntriesPerPiece = 3;
+
 [[nodiscard]] absl::Status BuildPackTable(const OutputTensor& out, uint64_t byte_offset,
                                           uint64_t bytes, std::span<const uint64_t> source_addrs,
                                           uint64_t bucket, uint64_t bucket_offset,

@@ -6,39 +6,47 @@
 namespace weightcast {
 
 absl::Status CallbackSink::Begin(const GlobalManifest& manifest) {
-  if (copier_ != nullptr) (void)copier_->Wait();  // before buffers are freed
-  manifest_ = &manifest;
+  if (copier_ != nullptr) (void)copier_->Wait();  // before the arena is reused
+  manifest_ = nullptr;
   partial_.clear();
   delivered_ = 0;
   prepared_ = false;
+  // Until the arena is ready the version is not open: an Abort after a
+  // failure here reaches no callback, as none has begun.
+  holds_ = PlanHolds(manifest, [](uint32_t) { return true; });
+  RETURN_IF_ERROR(ReadyHolds(holds_));
+  manifest_ = &manifest;
   return cb_.begin ? cb_.begin(manifest.weight_version, manifest) : absl::OkStatus();
 }
 
-CallbackSink::~CallbackSink() {
-  if (copier_ != nullptr) (void)copier_->Wait();
-}
-
-absl::Status CallbackSink::Append(const TensorSpec& spec, Partial& p, const std::byte* data,
-                                  uint64_t bytes) {
+absl::Status CallbackSink::ReadyHolds(const HoldPlan& plan) {
+  if (plan.arena_bytes == 0) return absl::OkStatus();
   if (copier_ == nullptr || copier_->device() != write_device_) {
-    if (copier_ != nullptr) RETURN_IF_ERROR(copier_->Wait());
+    hold_.reset();  // in the old copier's memory
+    hold_capacity_ = 0;
+    copier_.reset();
     if (write_device_ < 0) {
       copier_ = NewHostParameterCopier();
     } else {
       ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(write_device_));
     }
   }
-  if (p.buffer == nullptr) {
-    absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(spec.ByteSize());
-    if (!b.ok()) {
-      return absl::Status(b.status().code(),
-                          absl::StrCat("tensor '", spec.name, "': ", b.status().message()));
-    }
-    p.buffer = *std::move(b);
+  if (plan.arena_bytes <= hold_capacity_) return absl::OkStatus();
+  hold_.reset();
+  hold_capacity_ = 0;
+  absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(plan.arena_bytes);
+  if (!b.ok()) {
+    return absl::Status(b.status().code(),
+                        absl::StrCat("holding the split tensors (", plan.arena_bytes,
+                                     " bytes): ", b.status().message()));
   }
-  absl::Status s = copier_->Copy(p.buffer->data() + p.have, data, bytes);
-  if (!s.ok()) return absl::Status(s.code(), absl::StrCat("tensor '", spec.name, "': ", s.message()));
+  hold_ = *std::move(b);
+  hold_capacity_ = plan.arena_bytes;
   return absl::OkStatus();
+}
+
+CallbackSink::~CallbackSink() {
+  if (copier_ != nullptr) (void)copier_->Wait();
 }
 
 absl::Status CallbackSink::Write(uint32_t tensor, uint64_t offset, const std::byte* data,
@@ -52,15 +60,22 @@ absl::Status CallbackSink::Write(uint32_t tensor, uint64_t offset, const std::by
     ++delivered_;
     return cb_.tensor(ReceivedTensor{&t.spec, data, bytes, write_device_});
   }
-  Partial& p = partial_[tensor];
-  if (offset + bytes > total || offset != p.have) {
+  uint64_t& have = partial_[tensor];
+  if (offset + bytes > total || offset != have) {
     return absl::InternalError(absl::StrCat("tensor '", t.spec.name, "': segment out of order"));
   }
-  RETURN_IF_ERROR(Append(t.spec, p, data, bytes));
-  p.have += bytes;
-  if (p.have < total) return absl::OkStatus();
+  if (!holds_.Holds(tensor)) {
+    return absl::InternalError(absl::StrCat("tensor '", t.spec.name, "': segment [", offset,
+                                            ", +", bytes, ") of a tensor the manifest has whole"));
+  }
+  std::byte* held = hold_->data() + holds_.offset[tensor];
+  if (absl::Status s = copier_->Copy(held + offset, data, bytes); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("tensor '", t.spec.name, "': ", s.message()));
+  }
+  have += bytes;
+  if (have < total) return absl::OkStatus();
   RETURN_IF_ERROR(copier_->Wait());  // the callback reads the whole tensor
-  absl::Status s = cb_.tensor(ReceivedTensor{&t.spec, p.buffer->data(), total, write_device_});
+  absl::Status s = cb_.tensor(ReceivedTensor{&t.spec, held, total, write_device_});
   partial_.erase(tensor);
   ++delivered_;
   return s;

@@ -2,7 +2,9 @@
 // begin and a commit (or abort) of each version: what an inference engine
 // embeds. A tensor that arrived in one segment is handed straight from the
 // bucket buffer (valid only during the call); one split across buckets is
-// assembled first (memory: the split tensors in flight, not the model).
+// assembled first, in an arena laid out from the manifest at Begin
+// (receiver/hold_plan.h; memory: the split tensors in flight, not the
+// model), so nothing is allocated while buckets arrive.
 //
 // With `device_tensors` on a device transport (NCCL) the tensors stay on
 // the GPU: `data` is the verified landing slot itself (or a device buffer
@@ -20,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "receiver/hold_plan.h"
 #include "receiver/parameter_copier.h"
 #include "receiver/sink.h"
 
@@ -61,22 +64,21 @@ class CallbackSink final : public Sink {
   void Abort() override;
 
  private:
-  struct Partial {
-    uint64_t have = 0;
-    std::unique_ptr<CopierBuffer> buffer;  // in the memory the segments arrive in
-  };
-  // Appends one segment to a split tensor in `p`.
-  absl::Status Append(const TensorSpec& spec, Partial& p, const std::byte* data, uint64_t bytes);
+  // Makes the copier for write_device_'s memory and an arena for `plan`.
+  absl::Status ReadyHolds(const HoldPlan& plan);
 
   TensorCallbacks cb_;
   const bool device_tensors_;
   int write_device_ = -1;
   const GlobalManifest* manifest_ = nullptr;
-  // Assembles split tensors in write_device_'s memory; made on first use.
-  // Before partial_, so it outlives the buffers.
+  // Assembles split tensors in write_device_'s memory; made at the first
+  // Begin with a split tensor. Before hold_, so it outlives the arena.
   std::unique_ptr<ParameterCopier> copier_;
-  // Split tensors being assembled, by manifest index.
-  std::map<uint32_t, Partial> partial_;
+  HoldPlan holds_;                     // the open version's split tensors
+  std::unique_ptr<CopierBuffer> hold_;  // their arena, kept while large enough
+  uint64_t hold_capacity_ = 0;
+  // Split tensors being assembled: manifest index -> bytes so far.
+  std::map<uint32_t, uint64_t> partial_;
   uint64_t delivered_ = 0;
   bool prepared_ = false;  // Prepare succeeded for the open version
 };

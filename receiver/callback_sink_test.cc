@@ -13,6 +13,9 @@
 
 #include "gtest/gtest.h"
 #include "kernels/gpu_device.h"
+#ifdef WEIGHTCAST_HOST_TWIN
+#include "kernels/host_twin/memory.h"
+#endif
 
 namespace weightcast {
 namespace {
@@ -23,7 +26,22 @@ GlobalManifest ThreeTensors() {
   m.tensors.push_back(ManifestTensor{.spec = {"whole", DType::kBF16, {4, 8}}});   // 64 B
   m.tensors.push_back(ManifestTensor{.spec = {"split", DType::kF32, {10}}});      // 40 B
   m.tensors.push_back(ManifestTensor{.spec = {"empty", DType::kF32, {0, 3}}});    // 0 B
+  // Bucket 0: 'whole', then 16 bytes of 'split'; bucket 1: its other 24.
+  m.bucket_segments = {
+      {{0, Segment{.tensor = 0, .bucket = 0, .bucket_offset = 0, .tensor_offset = 0, .bytes = 64}},
+       {1, Segment{.tensor = 1, .bucket = 0, .bucket_offset = 64, .tensor_offset = 0, .bytes = 16}}},
+      {{1, Segment{.tensor = 1, .bucket = 1, .bucket_offset = 0, .tensor_offset = 16, .bytes = 24}}}};
   return m;
+}
+
+// Device allocations so far where they can be counted (the host twin's
+// cudaMalloc count; 0 on a real GPU, where nothing counts them).
+uint64_t DeviceAllocations() {
+#ifdef WEIGHTCAST_HOST_TWIN
+  return host_twin::AllocationCount();
+#else
+  return 0;
+#endif
 }
 
 struct Got {
@@ -118,6 +136,21 @@ TEST(CallbackSinkTest, OutOfOrderSegmentsAndMissingTensorsAreErrorsNamingTheTens
   EXPECT_EQ(sink.Write(0, 0, B(bytes), 64).code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(CallbackSinkTest, APartOfATensorTheManifestHasWholeIsRefusedNamingIt) {
+  std::vector<Got> got;
+  std::vector<std::string> events;
+  CallbackSink sink(Recording(got, events));
+  const GlobalManifest m = ThreeTensors();
+  const std::vector<uint8_t> bytes = Iota(64, 0);
+  ASSERT_TRUE(sink.Begin(m).ok());
+  absl::Status s = sink.Write(0, 0, B(bytes), 32);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(s.message().find("tensor 'whole': segment [0, +32) of a tensor the manifest has whole"),
+            std::string::npos)
+      << s;
+  EXPECT_TRUE(got.empty());
+}
+
 TEST(CallbackSinkTest, AbortTellsTheCallbackOnce) {
   std::vector<Got> got;
   std::vector<std::string> events;
@@ -146,6 +179,8 @@ TEST(CallbackSinkGpuTest, DeviceTensorsStayOnTheGpuAndSplitOnesAreAssembledThere
   auto* d0 = static_cast<const std::byte*>(slot0);
   sink.SetWriteDevice(0);
   ASSERT_TRUE(sink.Begin(m).ok());
+  // Begin made every buffer the version needs: none while buckets arrive.
+  const uint64_t allocated = DeviceAllocations();
   ASSERT_TRUE(sink.Write(0, 0, d0, 64).ok());
   ASSERT_TRUE(sink.Write(1, 0, d0 + 64, 16).ok());
   ASSERT_TRUE(sink.EndBucket().ok());
@@ -155,6 +190,11 @@ TEST(CallbackSinkGpuTest, DeviceTensorsStayOnTheGpuAndSplitOnesAreAssembledThere
   ASSERT_TRUE(sink.Write(1, 16, static_cast<const std::byte*>(slot1), 24).ok());
   ASSERT_TRUE(sink.EndBucket().ok());
   ASSERT_TRUE(sink.Commit().ok());
+  EXPECT_EQ(DeviceAllocations(), allocated) << "device memory allocated while buckets arrived";
+  // The next version reuses the arena.
+  ASSERT_TRUE(sink.Begin(m).ok());
+  EXPECT_EQ(DeviceAllocations(), allocated) << "the arena was not reused";
+  sink.Abort();
   cudaFree(slot0);
   cudaFree(slot1);
   ASSERT_EQ(got.size(), 3u);

@@ -45,15 +45,18 @@ class CudaParameterCopier final : public ParameterCopier {
     return absl::OkStatus();
   }
 
+  absl::Status ReserveTable(size_t entries) override {
+    const size_t need = CopyTableScratchBytes(entries);
+    if (scratch_.capacity() >= need) return absl::OkStatus();
+    // The previous table may still be read from the old scratch.
+    RETURN_IF_ERROR(Wait());
+    return scratch_.Reserve(need, device_);
+  }
+
   absl::Status Run(std::span<const CopyEntry> table) override {
     if (table.empty()) return absl::OkStatus();
     RETURN_IF_CUDA_ERROR(cudaSetDevice(device_), "device ", device_);
-    const size_t need = CopyTableScratchBytes(table.size());
-    if (scratch_.capacity() < need) {
-      // The previous table may still be read from the old scratch.
-      RETURN_IF_ERROR(Wait());
-      RETURN_IF_ERROR(scratch_.Reserve(need, device_));
-    }
+    RETURN_IF_ERROR(ReserveTable(table.size()));
     RETURN_IF_CUDA_ERROR(
         LaunchCopyTable(table.data(), table.size(), scratch_.data(), stream_.get()),
         "copy table of ", table.size(), " entries on device ", device_);

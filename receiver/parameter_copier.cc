@@ -32,6 +32,7 @@ class HostParameterCopier final : public ParameterCopier {
     if (n > 0) std::memcpy(dst, src, n);
     return absl::OkStatus();
   }
+  absl::Status ReserveTable(size_t) override { return absl::OkStatus(); }
   absl::Status Run(std::span<const CopyEntry> table) override {
     ExecuteCopyTableOnHost(table);
     return absl::OkStatus();

@@ -40,6 +40,11 @@ class ParameterCopier {
                                                   uint64_t n) = 0;
   // `n` bytes within the copier's memory.
   [[nodiscard]] virtual absl::Status Copy(std::byte* dst, const std::byte* src, uint64_t n) = 0;
+  // Readies Run for tables of up to `entries` entries (on a GPU: the
+  // kernel's table scratch), so that Run allocates nothing; waits for the
+  // queued copies when it has to grow. Run still takes a longer table,
+  // growing then.
+  [[nodiscard]] virtual absl::Status ReserveTable(size_t entries) = 0;
   // Every entry of `table` (addresses in the copier's memory); on a GPU one
   // kernel launch. The table may be reused when this returns.
   [[nodiscard]] virtual absl::Status Run(std::span<const CopyEntry> table) = 0;

@@ -54,8 +54,7 @@ void ParameterSink::Reset() {
   dependents_.clear();
   arrived_.clear();
   written_.clear();
-  held_.clear();
-  release_.clear();
+  holds_ = HoldPlan{};
   shadow_offset_.clear();
   staging_used_ = 0;
   table_.clear();
@@ -138,6 +137,39 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
   if (copier_ == nullptr) {
     ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(device_));
   }
+  // Split sources of assembled outputs are held until their last segment.
+  holds_ = PlanHolds(m, [&](uint32_t t) { return !dependents_[t].empty(); });
+  if (holds_.arena_bytes > hold_capacity_) {
+    hold_.reset();
+    hold_capacity_ = 0;
+    absl::StatusOr<std::unique_ptr<CopierBuffer>> hold = copier_->Allocate(holds_.arena_bytes);
+    if (!hold.ok()) {
+      return absl::Status(hold.status().code(),
+                          absl::StrCat("holding the split tensors of version ", m.weight_version,
+                                       " (", holds_.arena_bytes, " bytes): ",
+                                       hold.status().message()));
+    }
+    hold_ = *std::move(hold);
+    hold_capacity_ = holds_.arena_bytes;
+  }
+  // The largest table a bucket queues: a row per segment of a whole copy,
+  // and the pieces of every source that completes in it; staged, Commit's
+  // one entry per output.
+  size_t entries = 0;
+  for (const auto& segments : m.bucket_segments) {
+    size_t e = 0;
+    for (const auto& [t, seg] : segments) {
+      if (t >= received.size()) continue;
+      if (direct_[t] >= 0) ++e;
+      if (seg.tensor_offset + seg.bytes == received[t].ByteSize()) {
+        e += kMaxCopyEntriesPerPiece * dependents_[t].size();
+      }
+    }
+    entries = std::max(entries, e);
+  }
+  if (mode_ == Mode::kStaged) entries = std::max(entries, outputs_.size());
+  table_.reserve(entries);
+  RETURN_IF_ERROR(copier_->ReserveTable(entries));
   if (device_ >= 0 && write_device_ < 0) {
     // Host buckets are copied up, segment by segment, before the copies.
     uint64_t need = 0;
@@ -226,19 +258,16 @@ absl::Status ParameterSink::Write(uint32_t tensor, uint64_t offset, const std::b
   }
   if (dependents_[tensor].empty()) return absl::OkStatus();
   if (offset == 0 && bytes == total) return SourceComplete(tensor, src);
-  std::unique_ptr<CopierBuffer>& held = held_[tensor];
-  if (held == nullptr) {
-    absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(total);
-    if (!b.ok()) {
-      return absl::Status(b.status().code(),
-                          absl::StrCat("tensor '", spec.name, "': ", b.status().message()));
-    }
-    held = *std::move(b);
+  if (!holds_.Holds(tensor)) {
+    return absl::InternalError(absl::StrCat("tensor '", spec.name, "': segment [", offset, ", +",
+                                            bytes, ") of a tensor the manifest has whole"));
   }
-  RETURN_IF_ERROR(copier_->Copy(held->data() + offset, src, bytes));
+  // Its bytes in the arena are its own until the bucket of its last segment
+  // ended (EndBucket waits for the copies that read them).
+  std::byte* held = hold_->data() + holds_.offset[tensor];
+  RETURN_IF_ERROR(copier_->Copy(held + offset, src, bytes));
   if (arrived_[tensor] < total) return absl::OkStatus();
-  release_.push_back(tensor);
-  return SourceComplete(tensor, held->data());
+  return SourceComplete(tensor, held);
 }
 
 absl::Status ParameterSink::EndBucket() {
@@ -246,8 +275,6 @@ absl::Status ParameterSink::EndBucket() {
   absl::Status run = copier_->Run(table_);
   table_.clear();
   absl::Status wait = copier_->Wait();  // the bucket's slot is reused next
-  for (uint32_t s : release_) held_.erase(s);
-  release_.clear();
   staging_used_ = 0;
   return run.ok() ? wait : run;
 }

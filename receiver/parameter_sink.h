@@ -12,6 +12,11 @@
 // intermediate copy of the output. Copies of one bucket are queued and run
 // as one copy-table launch at EndBucket, one wait per bucket.
 //
+// Every buffer a version needs (the shadow, the hold arena for split
+// sources, host-bucket staging, the copy tables' scratch) is sized from the
+// manifest at Begin: on a GPU an allocation while buckets arrive would wait
+// for the device.
+//
 // Two modes, because "all of a version or none of it" costs memory:
 // - kStaged: the version is assembled in one shadow arena and Commit
 //   copies it into the parameters in one launch. Nothing of an aborted
@@ -30,7 +35,6 @@
 #define WEIGHTCAST_RECEIVER_PARAMETER_SINK_H_
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +42,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "common/output_tensor.h"
 #include "kernels/copy_table.h"
+#include "receiver/hold_plan.h"
 #include "receiver/layout_builder.h"
 #include "receiver/parameter_copier.h"
 #include "receiver/sink.h"
@@ -106,9 +111,12 @@ class ParameterSink final : public Sink {
   std::vector<std::vector<PieceRef>> dependents_;
   std::vector<uint64_t> arrived_;                  // received -> bytes so far
   std::vector<uint64_t> written_;                  // output -> bytes queued into it
-  // Sources of assembled outputs that arrive split across buckets.
-  std::map<uint32_t, std::unique_ptr<CopierBuffer>> held_;
-  std::vector<uint32_t> release_;  // held sources to free once the bucket is done
+  // Sources of assembled outputs that arrive split across buckets, held in
+  // one arena laid out at Begin (receiver/hold_plan.h) and kept across
+  // versions while large enough: nothing is allocated while buckets arrive.
+  HoldPlan holds_;
+  std::unique_ptr<CopierBuffer> hold_;
+  uint64_t hold_capacity_ = 0;
   std::unique_ptr<CopierBuffer> shadow_;  // kStaged: every output, at shadow_offset_
   uint64_t shadow_capacity_ = 0;
   std::vector<uint64_t> shadow_offset_;

@@ -16,6 +16,9 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/gpu_device.h"
+#ifdef WEIGHTCAST_HOST_TWIN
+#include "kernels/host_twin/memory.h"
+#endif
 #include "receiver/callback_sink.h"
 #include "receiver/test_versions.h"
 #include "receiver/transforming_sink.h"
@@ -80,27 +83,83 @@ struct Memory {
   }
 
   Backend backend;
+  uint64_t copier_allocations = 0;  // host targets: CountingCopier's count
   std::vector<std::unique_ptr<Bytes>> host;
   std::vector<void*> device;
 };
 
-std::unique_ptr<ParameterSink> MakeSink(Backend b,
+// Counts what a sink asks of its copier that allocates on a GPU: a buffer,
+// or a table longer than it reserved scratch for.
+class CountingCopier final : public ParameterCopier {
+ public:
+  CountingCopier(std::unique_ptr<ParameterCopier> inner, uint64_t* count)
+      : inner_(std::move(inner)), count_(count) {}
+  int device() const override { return inner_->device(); }
+  absl::StatusOr<std::unique_ptr<CopierBuffer>> Allocate(uint64_t bytes) override {
+    ++*count_;
+    return inner_->Allocate(bytes);
+  }
+  absl::Status CopyFromHost(std::byte* dst, const std::byte* src, uint64_t n) override {
+    return inner_->CopyFromHost(dst, src, n);
+  }
+  absl::Status Copy(std::byte* dst, const std::byte* src, uint64_t n) override {
+    return inner_->Copy(dst, src, n);
+  }
+  absl::Status ReserveTable(size_t entries) override {
+    if (entries > reserved_) ++*count_;
+    reserved_ = std::max(reserved_, entries);
+    return inner_->ReserveTable(entries);
+  }
+  absl::Status Run(std::span<const CopyEntry> table) override {
+    if (table.size() > reserved_) {
+      ++*count_;
+      reserved_ = table.size();
+    }
+    return inner_->Run(table);
+  }
+  absl::Status Wait() override { return inner_->Wait(); }
+
+ private:
+  std::unique_ptr<ParameterCopier> inner_;
+  uint64_t* count_;
+  size_t reserved_ = 0;
+};
+
+std::unique_ptr<ParameterSink> MakeSink(Memory& mem,
                                         absl::flat_hash_map<std::string, ParameterTarget> targets,
                                         Mode mode, LayoutBuilder layout = {}) {
+  const Backend b = mem.backend;
   std::unique_ptr<ParameterSink> sink =
       b == Backend::kHost
-          ? std::make_unique<ParameterSink>(NewHostParameterCopier(), std::move(targets), mode,
-                                            std::move(layout))
+          ? std::make_unique<ParameterSink>(
+                std::make_unique<CountingCopier>(NewHostParameterCopier(), &mem.copier_allocations),
+                std::move(targets), mode, std::move(layout))
           : std::make_unique<ParameterSink>(0, std::move(targets), mode, std::move(layout));
   sink->SetWriteDevice(b == Backend::kGpu ? 0 : -1);
   return sink;
 }
 
+// What the sinks of `mem` allocated so far: the counting copier's count for
+// host targets, the host twin's cudaMalloc count for GPU ones (a real GPU
+// has no such count: 0).
+uint64_t Allocations(const Memory& mem) {
+#ifdef WEIGHTCAST_HOST_TWIN
+  return mem.copier_allocations + host_twin::AllocationCount();
+#else
+  return mem.copier_allocations;
+#endif
+}
+
 // Writes every bucket of `v` as the receiver would: from a landing slot
 // that is scribbled over once the bucket ended (the slot is reused).
+// Begin made every buffer of the version: Feed fails if the sink allocates
+// while the buckets arrive (the test's own slots are made first).
 absl::Status Feed(Sink& sink, const Version& v, Memory& mem) {
+  std::vector<std::byte*> slots;
+  for (const Bytes& b : v.buckets) slots.push_back(mem.Slot(b));
+  const uint64_t allocated = Allocations(mem);
   for (size_t g = 0; g < v.buckets.size(); ++g) {
-    std::byte* slot = mem.Slot(v.buckets[g]);
+    std::byte* slot = slots[g];
     for (const auto& [t, seg] : v.manifest.bucket_segments[g]) {
       if (absl::Status s = sink.Write(t, seg.tensor_offset, slot + seg.bucket_offset, seg.bytes);
           !s.ok()) {
@@ -109,6 +168,10 @@ absl::Status Feed(Sink& sink, const Version& v, Memory& mem) {
     }
     if (absl::Status s = sink.EndBucket(); !s.ok()) return s;
     mem.Scribble(slot, v.buckets[g].size(), mem.backend == Backend::kGpu);
+  }
+  if (Allocations(mem) != allocated) {
+    return absl::InternalError(absl::StrCat("the sink allocated ", Allocations(mem) - allocated,
+                                            " times while the buckets arrived"));
   }
   return absl::OkStatus();
 }
@@ -178,7 +241,7 @@ void RunVersions(Backend b, Mode mode) {
     at.push_back(mem.Target(Bytes(s.ByteSize(), std::byte{0x11})));
     targets[s.name] = ParameterTarget{at.back(), s.ByteSize()};
   }
-  auto sink = MakeSink(b, targets, mode);
+  auto sink = MakeSink(mem, targets, mode);
   auto expect_holds = [&](const Version& v, const char* when) {
     for (size_t i = 0; i < specs.size(); ++i) {
       EXPECT_EQ(mem.ReadTarget(at[i], specs[i].ByteSize()), v.tensors[i])
@@ -226,7 +289,7 @@ TEST_P(ParameterSinkBackendTest, AVersionMissingBytesIsNotCommitted) {
     at.push_back(mem.Target(Bytes(t.spec.ByteSize(), std::byte{0x22})));
     targets[t.spec.name] = ParameterTarget{at.back(), t.spec.ByteSize()};
   }
-  auto sink = MakeSink(GetParam(), targets, Mode::kStaged);
+  auto sink = MakeSink(mem, targets, Mode::kStaged);
   ASSERT_TRUE(sink->Begin(v.manifest).ok());
   // Only the first bucket arrives.
   std::byte* slot = mem.Slot(v.buckets[0]);
@@ -308,11 +371,13 @@ TEST_P(ParameterSinkBackendTest, VllmLayoutInTheTargetsEqualsTheCheckpointPath) 
           at[name] = mem.Target(Bytes(bytes.size(), std::byte{0x33}));
           targets[name] = ParameterTarget{at[name], bytes.size()};
         }
-        auto sink = MakeSink(GetParam(), targets, mode, QwenVllm(rank));
+        auto sink = MakeSink(mem, targets, mode, QwenVllm(rank));
         ASSERT_TRUE(sink->Begin(v.manifest).ok());
         ASSERT_TRUE(Feed(*sink, v, mem).ok());
+        const uint64_t fed = Allocations(mem);
         absl::StatusOr<std::string> c = sink->Commit();
         ASSERT_TRUE(c.ok()) << c.status();
+        EXPECT_EQ(Allocations(mem), fed) << "Commit allocated";
         for (const auto& [name, bytes] : want) {
           EXPECT_EQ(mem.ReadTarget(at[name], bytes.size()), bytes) << name;
         }

@@ -65,7 +65,7 @@ class CudaBucketPacker final : public BucketPacker {
         if (place == SourcePlace::kHost) {
           host = true;
         } else if (out.quant == QuantKind::kNone) {
-          e += 3 * out.pieces.size();
+          e += kMaxCopyEntriesPerPiece * out.pieces.size();
         } else {
           f += out.pieces.size();
         }
