@@ -170,6 +170,11 @@ int Main() {
   pack("pack 4096 x 64 KiB tensors", 4096, 1, 32 << 10, 32 << 10, 2, false, 0);
   pack("pack w2 slices 16x[4096,2048] of stride 4096", 16, 4096, 2048, 4096, 2, false, 0);
   pack("pack transposed 16x[2048,4096] bf16", 16, 2048, 4096, 4096, 2, true, 0);
+  // Short rows, a team of lanes each (copy_table.h's RowTiling): TP 4
+  // slices of a down_proj (768-byte rows), and the one-element rows a
+  // transposed piece's edges become.
+  pack("pack TP w2 slices 32x[4096,384] of stride 1536", 32, 4096, 384, 1536, 2, false, 0);
+  pack("pack columns [8M,1] bf16 of stride 16", 1, 8 << 20, 1, 16, 2, false, 0);
 
   // FP8: bf16 [N, K] -> e4m3 + scales, one pass. Inputs: bf16 of moderate values.
   {

@@ -16,12 +16,18 @@
 //
 // Work split: an entry is cut into tiles (TilesOf) that the kernel's blocks
 // take in grid-stride order; a table carries the running tile count of each
-// entry so a block finds its entry by binary search.
+// entry so a block finds its entry by binary search. Rows longer than
+// kTeamRowBytes are cut into tiles of up to kCopyTileBytes of one row, each
+// moved by a whole block; shorter rows are grouped, about kCopyTileBytes
+// of them to a tile, and each row is moved by a team of lanes sized to it
+// (1 to 32 threads of one warp), so a short row (a tensor-parallel slice, a
+// column of a transposed piece) no longer leaves most of a block idle.
 #ifndef WEIGHTCAST_KERNELS_COPY_TABLE_H_
 #define WEIGHTCAST_KERNELS_COPY_TABLE_H_
 
 #include <cstdint>
 
+#include "kernels/finite_bits.h"
 #include "kernels/host_device.h"
 
 namespace weightcast {
@@ -40,19 +46,98 @@ struct CopyEntry {
   uint32_t guard_slot = 0;
 };
 
-// Row copies move up to this many bytes of one row per tile.
+// Threads of a copy-table block (the kernel's launch bounds).
+inline constexpr uint64_t kCopyThreads = 256;
+// Row copies move up to this many bytes per tile.
 inline constexpr uint64_t kCopyTileBytes = 16384;
+// Rows of at most this many bytes are moved by a team of lanes each.
+inline constexpr uint64_t kTeamRowBytes = 4096;
 // Transposed copies move a kTransposeTile x kTransposeTile element tile.
 inline constexpr uint64_t kTransposeTile = 32;
+
+// How a plain (not transposed) entry's rows are cut into tiles.
+struct RowTiling {
+  // Long rows: tiles per row (a tile is kCopyTileBytes of one row, moved by
+  // the whole block). 0 for short rows.
+  uint64_t tiles_per_row = 0;
+  // Short rows: threads per row (a power of two up to 32, enough for one
+  // 16-byte word each) and rows per tile; team k of a tile's
+  // kCopyThreads / lanes teams moves rows k, k + teams, ...
+  uint64_t lanes = 0;
+  uint64_t rows_per_tile = 0;
+};
+
+WC_HOST_DEVICE inline RowTiling RowTilingOf(const CopyEntry& e) {
+  RowTiling t;
+  const uint64_t row_bytes = e.cols * e.elem_size;
+  if (row_bytes > kTeamRowBytes) {
+    t.tiles_per_row = (row_bytes + kCopyTileBytes - 1) / kCopyTileBytes;
+    return t;
+  }
+  // 32-bit arithmetic from here (row_bytes <= kTeamRowBytes): the kernel
+  // computes this per tile.
+  const uint32_t bytes = static_cast<uint32_t>(row_bytes > 0 ? row_bytes : 1);
+  const uint32_t words = (bytes + 15) / 16;
+  uint32_t lanes = 1;
+  while (lanes < 32 && lanes < words) lanes *= 2;
+  const uint32_t teams = static_cast<uint32_t>(kCopyThreads) / lanes;
+  const uint32_t rounds = static_cast<uint32_t>(kCopyTileBytes) / (teams * bytes);
+  t.lanes = lanes;
+  t.rows_per_tile = teams * (rounds > 0 ? rounds : 1);
+  return t;
+}
 
 WC_HOST_DEVICE inline uint64_t TilesOf(const CopyEntry& e) {
   if (e.rows == 0 || e.cols == 0) return 0;
   if (e.transpose == 0) {
-    const uint64_t row_bytes = e.cols * e.elem_size;
-    return e.rows * ((row_bytes + kCopyTileBytes - 1) / kCopyTileBytes);
+    const RowTiling t = RowTilingOf(e);
+    if (t.tiles_per_row > 0) return e.rows * t.tiles_per_row;
+    return (e.rows + t.rows_per_tile - 1) / t.rows_per_tile;
   }
   return ((e.rows + kTransposeTile - 1) / kTransposeTile) *
          ((e.cols + kTransposeTile - 1) / kTransposeTile);
+}
+
+// The launchers' checks of a table, and the kernel's index of it: entry i's
+// tiles end at tile_end[i] (running count). False (the launch is refused
+// before anything is enqueued) for an element size other than 1/2/4/8, a
+// null address in a non-empty entry, a transposed entry whose addresses or
+// strides are not whole elements, or, when `guarded`, a guarded entry whose
+// element size is not its type's or that reads below its guard base.
+// `*total` is the table's tile count.
+inline bool IndexCopyTable(const CopyEntry* entries, size_t n, bool guarded, uint64_t* tile_end,
+                           uint64_t* total) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const CopyEntry& e = entries[i];
+    if (e.elem_size != 1 && e.elem_size != 2 && e.elem_size != 4 && e.elem_size != 8) return false;
+    const uint64_t tiles = TilesOf(e);
+    if (tiles > 0 && (e.src == 0 || e.dst == 0)) return false;
+    if (e.transpose != 0 &&
+        ((e.src | e.dst | e.src_row_stride | e.dst_row_stride) % e.elem_size) != 0) {
+      return false;  // transposes move whole aligned elements
+    }
+    if (guarded && e.guard_type != 0 &&
+        (LanesOf(static_cast<GuardType>(e.guard_type)).bytes != e.elem_size ||
+         (tiles > 0 && e.src < e.guard_base))) {
+      return false;  // the guard reads whole elements of its source
+    }
+    sum += tiles;
+    tile_end[i] = sum;
+  }
+  *total = sum;
+  return true;
+}
+
+// The entry holding tile `tile` of a table indexed by IndexCopyTable
+// (n > 0, tile < the total).
+WC_HOST_DEVICE inline uint32_t EntryOfTile(const uint64_t* tile_end, uint32_t n, uint64_t tile) {
+  uint32_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi) / 2;
+    if (tile_end[mid] > tile) hi = mid; else lo = mid + 1;
+  }
+  return lo;
 }
 
 // The entry that undoes `e` (copies dst back to src).

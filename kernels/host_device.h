@@ -6,10 +6,12 @@
 #if defined(__CUDACC__)
 #define WC_HOST_DEVICE __host__ __device__
 #define WC_FORCE_INLINE __forceinline__
+#define WC_NOINLINE __noinline__
 #define WC_UNROLL _Pragma("unroll")
 #else
 #define WC_HOST_DEVICE
 #define WC_FORCE_INLINE inline __attribute__((always_inline))
+#define WC_NOINLINE __attribute__((noinline))
 #define WC_UNROLL _Pragma("GCC unroll 8")
 #endif
 

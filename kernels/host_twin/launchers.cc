@@ -1,8 +1,10 @@
 // The data plane's kernel launchers on the host (kernels/host_twin/README.md):
 // each checks what the GPU launcher checks, plus that every address the
 // kernel would touch is device (or pinned) memory, then does the work with
-// the CPU twin the GPU kernels are tested against: ExecuteCopyTableOnHost,
-// ChunkDigest, QuantizeRows. Synchronous, so any stream order holds.
+// the CPU twin the GPU kernels are tested against: ChunkDigest,
+// QuantizeRows; the copy table runs the kernel's own thread code
+// (kernels/copy_kernel.h), which copy_kernel_test checks against
+// ExecuteCopyTableOnHost. Synchronous, so any stream order holds.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -10,6 +12,7 @@
 
 #include "common/checksum.h"
 #include "kernels/checksum_cuda.h"
+#include "kernels/copy_kernel_host.h"
 #include "kernels/finite_bits.h"
 #include "kernels/float_bits.h"
 #include "kernels/fp8_cuda.h"
@@ -43,13 +46,14 @@ cudaError_t LaunchCopyTable(const CopyEntry* entries, size_t n, void* scratch,
     return Refuse("LaunchCopyTable", "scratch is not device memory of CopyTableScratchBytes(n)",
                   scratch, CopyTableScratchBytes(n));
   }
+  std::vector<uint64_t> tile_end(n);
+  uint64_t total = 0;
+  if (!IndexCopyTable(entries, n, guard != nullptr, tile_end.data(), &total)) {
+    return cudaErrorInvalidValue;  // what the GPU launcher refuses
+  }
   for (size_t i = 0; i < n; ++i) {
     const CopyEntry& e = entries[i];
     if (e.rows == 0 || e.cols == 0) continue;
-    if (e.elem_size != 1 && e.elem_size != 2 && e.elem_size != 4 && e.elem_size != 8) {
-      return cudaErrorInvalidValue;
-    }
-    if (e.src == 0 || e.dst == 0) return cudaErrorInvalidValue;
     const uint64_t row = e.cols * e.elem_size;
     const uint64_t src_bytes = Span(e.rows, e.src_row_stride, row);
     // Transposed: element (r, c) lands at dst[c * dst_row_stride + r].
@@ -74,8 +78,8 @@ cudaError_t LaunchCopyTable(const CopyEntry* entries, size_t n, void* scratch,
                     slots * sizeof(uint64_t));
     }
   }
-  ExecuteCopyTableOnHost({entries, n}, reinterpret_cast<uint64_t*>(guard));
-  return cudaSuccess;
+  // The kernel's own thread code, tile by tile (kernels/copy_kernel_host.h).
+  return RunCopyKernelOnHost(entries, n, guard) ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchChunkDigests(const void* data, size_t len, uint64_t* digests,
