@@ -212,16 +212,51 @@ int Main() {
       p.dst_scales = reinterpret_cast<float*>(dst[s] + N * K);
     }
     const double bytes = 3.0 * N * K + 4.0 * (N / 128) * (K / 128);
-    const double fp8_ms = TimeMs([&](int s) { CHECK_CUDA(LaunchFp8Quantize(params[s], nullptr)); });
+    const double fp8_ms =
+        TimeMs([&](int s) { CHECK_CUDA(LaunchFp8Quantize(&params[s], 1, scratch, nullptr)); });
     rows.push_back({"fp8 quantize bf16 [8192,8192]", bytes, fp8_ms});
     const double fp8_guarded = TimeMs([&](int s) {
       Fp8QuantizeParams p = params[s];
       p.guard = guard;  // every segment's guard_slot is 0
       CHECK_CUDA(cudaMemsetAsync(guard, 0xFF, 8));
-      CHECK_CUDA(LaunchFp8Quantize(p, nullptr));
+      CHECK_CUDA(LaunchFp8Quantize(&p, 1, scratch, nullptr));
     });
     rows.push_back({"fp8 quantize bf16 [8192,8192], guard", bytes, fp8_guarded});
     guard_cost.push_back({"fp8 quantize bf16 [8192,8192]", {fp8_ms, fp8_guarded}});
+    // A bucket of many expert weights: 512 x bf16 [256, 512], one launch
+    // for all (the packer's batch), from the same 128 MiB of input.
+    {
+      constexpr int kTensors = 512;
+      const uint64_t r = 256, c = 512;
+      std::vector<std::vector<Fp8QuantizeParams>> batch(kSets);
+      std::vector<void*> bsegs(kSets);
+      for (int s = 0; s < kSets; ++s) {
+        std::vector<Fp8RowSegment> hs;
+        for (int t = 0; t < kTensors; ++t) {
+          const uint64_t at = reinterpret_cast<uint64_t>(src[s]) + t * r * c * 2;
+          hs.push_back(Fp8RowSegment{.src = at, .row_stride = c * 2, .first_row = 0, .rows = r,
+                                     .guard_base = at});
+        }
+        bsegs[s] = Alloc(hs.size() * sizeof(Fp8RowSegment));
+        CHECK_CUDA(cudaMemcpy(bsegs[s], hs.data(), hs.size() * sizeof(Fp8RowSegment),
+                              cudaMemcpyHostToDevice));
+        for (int t = 0; t < kTensors; ++t) {
+          Fp8QuantizeParams p = params[s];
+          p.segments = static_cast<const Fp8RowSegment*>(bsegs[s]) + t;
+          p.q_rows = r;
+          p.q_cols = c;
+          p.row_end = r;
+          p.dst_q = reinterpret_cast<uint8_t*>(dst[s]) + t * r * c;
+          p.dst_scales = reinterpret_cast<float*>(dst[s] + N * K) + t * (r / 128) * (c / 128);
+          batch[s].push_back(p);
+        }
+      }
+      rows.push_back({"fp8 quantize 512 x bf16 [256,512], one launch", bytes,
+                      TimeMs([&](int s) {
+                        CHECK_CUDA(LaunchFp8Quantize(batch[s].data(), batch[s].size(), scratch,
+                                                     nullptr));
+                      })});
+    }
     rows.push_back({"fp8 dequantize -> f32 [8192,8192]", 5.0 * N * K,
                     TimeMs([&](int s) {
                       CHECK_CUDA(LaunchFp8Dequantize(

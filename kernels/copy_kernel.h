@@ -10,7 +10,7 @@
 // indexing, tiling, alignment paths and guard on a machine without a GPU.
 //
 // Only the loads (__ldg) and the guard's atomicMin differ between the two
-// compilers (LoadReadOnly, LowerGuardWord).
+// compilers (LoadReadOnly here, LowerGuardWord in finite_bits.h).
 #ifndef WEIGHTCAST_KERNELS_COPY_KERNEL_H_
 #define WEIGHTCAST_KERNELS_COPY_KERNEL_H_
 
@@ -48,15 +48,6 @@ WC_HOST_DEVICE WC_FORCE_INLINE T LoadReadOnly(const T* p) {
   return __ldg(p);
 #else
   return *p;
-#endif
-}
-
-WC_HOST_DEVICE WC_FORCE_INLINE void LowerGuardWord(unsigned long long* word,
-                                                    unsigned long long v) {
-#ifdef __CUDA_ARCH__
-  atomicMin(word, v);
-#else
-  if (v < *word) *word = v;  // the host run is one thread
 #endif
 }
 

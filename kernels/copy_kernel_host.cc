@@ -27,7 +27,7 @@ bool RunCopyKernelOnHost(const CopyEntry* entries, size_t n, unsigned long long*
   if (!IndexCopyTable(entries, n, guard != nullptr, tile_end.data(), &total)) return false;
   std::vector<uint64_t> smem(kTransposeTile * (kTransposeTile + 1));
   for (uint64_t tile = 0; tile < total; ++tile) {
-    const uint32_t i = EntryOfTile(tile_end.data(), static_cast<uint32_t>(n), tile);
+    const uint32_t i = IndexOfRun(tile_end.data(), static_cast<uint32_t>(n), tile);
     const CopyEntry& e = entries[i];
     const uint64_t local = tile - (i == 0 ? 0 : tile_end[i - 1]);
     EntryGuard eg;

@@ -129,17 +129,6 @@ inline bool IndexCopyTable(const CopyEntry* entries, size_t n, bool guarded, uin
   return true;
 }
 
-// The entry holding tile `tile` of a table indexed by IndexCopyTable
-// (n > 0, tile < the total).
-WC_HOST_DEVICE inline uint32_t EntryOfTile(const uint64_t* tile_end, uint32_t n, uint64_t tile) {
-  uint32_t lo = 0, hi = n - 1;
-  while (lo < hi) {
-    const uint32_t mid = (lo + hi) / 2;
-    if (tile_end[mid] > tile) hi = mid; else lo = mid + 1;
-  }
-  return lo;
-}
-
 // The entry that undoes `e` (copies dst back to src).
 WC_HOST_DEVICE inline CopyEntry InvertCopyEntry(const CopyEntry& e) {
   CopyEntry inv = e;

@@ -100,6 +100,18 @@ WC_HOST_DEVICE WC_FORCE_INLINE uint64_t LoadElementBits(const void* p, uint32_t 
   return bits;
 }
 
+// Lowers a guard word to `finding` if that is smaller: atomicMin on the GPU;
+// on the host (the kernels' thread code run one thread at a time,
+// kernels/copy_kernel_host.h, kernels/fp8_kernel_host.h) a plain minimum.
+WC_HOST_DEVICE WC_FORCE_INLINE void LowerGuardWord(unsigned long long* word,
+                                                    unsigned long long finding) {
+#ifdef __CUDA_ARCH__
+  atomicMin(word, finding);
+#else
+  if (finding < *word) *word = finding;
+#endif
+}
+
 WC_HOST_DEVICE WC_FORCE_INLINE uint64_t EncodeFinding(uint64_t index, FiniteClass c) {
   return (index << 2) | static_cast<uint64_t>(c);
 }

@@ -50,6 +50,14 @@ WC_HOST_DEVICE WC_FORCE_INLINE float MaxPropagatingNaN(float a, float b) {
   return (a != a || a > b) ? a : b;
 }
 
+// Not inf or NaN (the exponent field is not all ones), the same test for
+// nvcc and g++ (whose isfinite live in different namespaces).
+WC_HOST_DEVICE WC_FORCE_INLINE bool IsFiniteFloat(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  return (u & 0x7F800000u) != 0x7F800000u;
+}
+
 // 0x80 when the sign bit of x is set (also for a NaN), else 0.
 WC_HOST_DEVICE WC_FORCE_INLINE uint8_t SignByte(float x) {
   uint32_t u;

@@ -93,13 +93,23 @@ inline cudaError_t Fp8BandsOf(const Fp8QuantizeParams& p, Fp8Bands* out) {
   return cudaSuccess;
 }
 
-// Enqueues the kernel (one 256-thread block per 128x128 block, a single pass
-// over the input: amax, scale, the non-finite guard and encode from
-// registers; one launch per 65535 bands, grid.y's limit). Returns
-// cudaErrorInvalidValue before enqueuing anything when the parameters are
-// inconsistent (row range not band aligned, empty segments, unknown type,
-// no outputs).
-[[nodiscard]] cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& params, cudaStream_t stream);
+// Device scratch bytes LaunchFp8Quantize needs for `n` quantizations.
+[[nodiscard]] inline size_t Fp8QuantizeScratchBytes(size_t n) {
+  return n * (sizeof(Fp8QuantizeParams) + sizeof(uint64_t));
+}
+
+// Enqueues the quantizations params[0..n) (each with its segments already
+// in device memory), all in one kernel launch: one 256-thread block per
+// 128x128 block of any of them, taken in grid-stride order, a single pass
+// over the input (amax, scale, the non-finite guard and encode from
+// registers; kernels/fp8_kernel.h). Uploads the host array into `scratch`
+// (device memory of Fp8QuantizeScratchBytes(n) bytes, 8-byte aligned), so
+// it may be reused when this returns; `scratch`, the segments and the
+// outputs must stay valid until the stream passes the kernel. Returns
+// cudaErrorInvalidValue before enqueuing anything when any parameters are
+// inconsistent (Fp8BandsOf) or `scratch` is null or misaligned.
+[[nodiscard]] cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams* params, size_t n,
+                                            void* scratch, cudaStream_t stream);
 
 // Dequantizes `batch` matrices [rows, cols] of e4m3fn codes `q` with their
 // block scales (ceil(rows/128) x ceil(cols/128) per matrix) into f32 `out`:

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kCopyThreads, kGuard ? 3 : 8)
                     uint32_t n, uint64_t total_tiles, unsigned long long* guard) {
   __shared__ uint64_t smem[kTransposeTile * (kTransposeTile + 1)];
   for (uint64_t tile = blockIdx.x; tile < total_tiles; tile += gridDim.x) {
-    const uint32_t i = EntryOfTile(tile_end, n, tile);
+    const uint32_t i = IndexOfRun(tile_end, n, tile);
     const CopyEntry e = entries[i];
     const uint64_t local = tile - (i == 0 ? 0 : tile_end[i - 1]);
     EntryGuard eg;

@@ -53,11 +53,12 @@ class CudaBucketPacker final : public BucketPacker {
     // Upper bounds over the buckets of what PackOnStream builds: one
     // zero-fill entry per segment (padding is under kZeroBytes), up to three
     // copy entries per piece (head, body, tail), one FP8 row segment per
-    // piece; host-sourced outputs use the pinned staging slots.
-    size_t entries = 0, fp8_segments = 0;
+    // piece and one FP8 launch entry per segment of an FP8 output;
+    // host-sourced outputs use the pinned staging slots.
+    size_t entries = 0, fp8_segments = 0, fp8_launches = 0;
     bool host = false;
     for (const Bucket& b : buckets) {
-      size_t e = 0, f = 0;
+      size_t e = 0, f = 0, l = 0;
       for (const Segment& seg : b.segments) {
         const OutputTensor& out = input.outputs[seg.tensor];
         ASSIGN_OR_RETURN(SourcePlace place, PlaceOfSources(input, out));
@@ -68,16 +69,21 @@ class CudaBucketPacker final : public BucketPacker {
           e += kMaxCopyEntriesPerPiece * out.pieces.size();
         } else {
           f += out.pieces.size();
+          ++l;
         }
       }
       entries = std::max(entries, e);
       fp8_segments = std::max(fp8_segments, f);
+      fp8_launches = std::max(fp8_launches, l);
     }
     table_.reserve(entries);
     RETURN_IF_ERROR(table_scratch_.Reserve(CopyTableScratchBytes(entries), device_));
     if (fp8_segments > 0) {
       RETURN_IF_ERROR(fp8_scratch_.Reserve(fp8_segments * sizeof(Fp8RowSegment), device_));
       RETURN_IF_ERROR(fp8_host_.Reserve(fp8_segments * sizeof(Fp8RowSegment)));
+      RETURN_IF_ERROR(
+          fp8_params_scratch_.Reserve(Fp8QuantizeScratchBytes(fp8_launches), device_));
+      fp8_params_.reserve(fp8_launches);
     }
     if (input.check_finite && !input.sources.empty()) {
       RETURN_IF_ERROR(guard_words_.Reserve(input.sources.size() * sizeof(uint64_t), device_));
@@ -229,10 +235,15 @@ class CudaBucketPacker final : public BucketPacker {
       RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(dev_rows, host_rows, total * sizeof(Fp8RowSegment),
                                            cudaMemcpyHostToDevice, stream_),
                            "bucket ", g);
-      for (const Fp8Launch& l : fp8_) {
-        RETURN_IF_CUDA_ERROR(LaunchFp8Quantize(l.params, stream_), "bucket ", g,
-                             ": FP8 quantization");
-      }
+      // Every FP8 output of the bucket in one launch.
+      fp8_params_.clear();
+      for (const Fp8Launch& l : fp8_) fp8_params_.push_back(l.params);
+      RETURN_IF_ERROR(
+          fp8_params_scratch_.Reserve(Fp8QuantizeScratchBytes(fp8_params_.size()), device_));
+      RETURN_IF_CUDA_ERROR(LaunchFp8Quantize(fp8_params_.data(), fp8_params_.size(),
+                                             fp8_params_scratch_.data(), stream_),
+                           "bucket ", g, ": FP8 quantization of ", fp8_params_.size(),
+                           " outputs");
     }
     if (guard_bytes > 0) {
       RETURN_IF_CUDA_ERROR(cudaMemcpyAsync(guard_host_.data(), guard_words, guard_bytes,
@@ -269,8 +280,10 @@ class CudaBucketPacker final : public BucketPacker {
   DeviceBuffer zeros_;
   DeviceBuffer digests_;
   DeviceBuffer table_scratch_;
-  DeviceBuffer fp8_scratch_;
+  DeviceBuffer fp8_scratch_;         // row segments
   PinnedBuffer fp8_host_;
+  DeviceBuffer fp8_params_scratch_;  // the batch launch's parameter table
+  std::vector<Fp8QuantizeParams> fp8_params_;
   PinnedBuffer trailer_;
   DeviceBuffer guard_words_;
   PinnedBuffer guard_host_;

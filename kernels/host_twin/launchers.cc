@@ -1,10 +1,11 @@
 // The data plane's kernel launchers on the host (kernels/host_twin/README.md):
 // each checks what the GPU launcher checks, plus that every address the
 // kernel would touch is device (or pinned) memory, then does the work with
-// the CPU twin the GPU kernels are tested against: ChunkDigest,
-// QuantizeRows; the copy table runs the kernel's own thread code
-// (kernels/copy_kernel.h), which copy_kernel_test checks against
-// ExecuteCopyTableOnHost. Synchronous, so any stream order holds.
+// the CPU twin the GPU kernel is tested against (ChunkDigest), or, for the
+// copy table and FP8, the kernels' own thread code run on the host
+// (kernels/copy_kernel.h, kernels/fp8_kernel.h), which copy_kernel_test and
+// fp8_kernel_test check against ExecuteCopyTableOnHost and QuantizeRows.
+// Synchronous, so any stream order holds.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,9 +14,8 @@
 #include "common/checksum.h"
 #include "kernels/checksum_cuda.h"
 #include "kernels/copy_kernel_host.h"
-#include "kernels/finite_bits.h"
-#include "kernels/float_bits.h"
 #include "kernels/fp8_cuda.h"
+#include "kernels/fp8_kernel_host.h"
 #include "kernels/fp8_reference.h"
 #include "kernels/host_twin/memory.h"
 #include "kernels/pack_cuda.h"
@@ -102,78 +102,60 @@ cudaError_t LaunchChunkDigests(const void* data, size_t len, uint64_t* digests,
   return cudaSuccess;
 }
 
-cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams& p, cudaStream_t /*stream*/) {
-  Fp8Bands span;
-  if (const cudaError_t err = Fp8BandsOf(p, &span); err != cudaSuccess || span.count == 0) {
-    return err;
+cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams* params, size_t n, void* scratch,
+                              cudaStream_t /*stream*/) {
+  if (n == 0) return cudaSuccess;
+  if (params == nullptr || scratch == nullptr) return cudaErrorInvalidValue;
+  if (!KernelAccessible(scratch, Fp8QuantizeScratchBytes(n))) {
+    return Refuse("LaunchFp8Quantize", "scratch is not device memory of Fp8QuantizeScratchBytes(n)",
+                  scratch, Fp8QuantizeScratchBytes(n));
   }
-  const uint64_t R = p.q_rows, C = p.q_cols, kB = kFp8Block;
-  if (!KernelAccessible(p.segments, p.num_segments * sizeof(Fp8RowSegment))) {
-    return Refuse("LaunchFp8Quantize", "segments are not device memory", p.segments,
-                  p.num_segments * sizeof(Fp8RowSegment));
-  }
-  const int es = p.src_type == Fp8SourceType::kF32 ? 4 : 2;
-  const uint64_t col_blocks = (C + kB - 1) / kB;
-  const Fp8Options options{.rule = static_cast<Fp8ScaleRule>(p.scale_rule),
-                           .power_of_two = p.power_of_two};
-  const std::span<const Fp8RowSegment> segs(p.segments, p.num_segments);
-  std::vector<float> band(kB * C);
-  std::vector<uint8_t> q(kB * C);
-  std::vector<float> scales(col_blocks);
-  uint64_t band_index = 0;
-  for (uint64_t g = p.row_begin; g < p.row_end; ++band_index) {
-    const uint64_t b = g / R, r0 = g % R;
-    const uint64_t nrows = std::min<uint64_t>(kB, R - r0);
-    for (uint64_t r = 0; r < nrows; ++r) {
-      const uint64_t row = b * R + r0 + r;
-      const auto it = std::upper_bound(segs.begin(), segs.end(), row,
+  for (size_t i = 0; i < n; ++i) {
+    const Fp8QuantizeParams& p = params[i];
+    Fp8Bands span;
+    if (const cudaError_t err = Fp8BandsOf(p, &span); err != cudaSuccess) return err;
+    if (span.count == 0) continue;
+    const uint64_t C = p.q_cols, kB = kFp8Block;
+    if (!KernelAccessible(p.segments, p.num_segments * sizeof(Fp8RowSegment))) {
+      return Refuse("LaunchFp8Quantize", "segments are not device memory", p.segments,
+                    p.num_segments * sizeof(Fp8RowSegment));
+    }
+    const int es = p.src_type == Fp8SourceType::kF32 ? 4 : 2;
+    const std::span<const Fp8RowSegment> segs(p.segments, p.num_segments);
+    // Every row the kernel reads lies in a segment, in device memory.
+    for (uint64_t g = p.row_begin; g < p.row_end; ++g) {
+      const auto it = std::upper_bound(segs.begin(), segs.end(), g,
                                        [](uint64_t x, const Fp8RowSegment& s) {
                                          return x < s.first_row;
                                        });
-      if (it == segs.begin() || row >= (it - 1)->first_row + (it - 1)->rows) {
+      if (it == segs.begin() || g >= (it - 1)->first_row + (it - 1)->rows) {
         return Refuse("LaunchFp8Quantize", "a row no segment covers");
       }
       const Fp8RowSegment& s = *(it - 1);
-      const auto* src = reinterpret_cast<const uint8_t*>(s.src) + (row - s.first_row) * s.row_stride;
+      const auto* src = reinterpret_cast<const uint8_t*>(s.src) + (g - s.first_row) * s.row_stride;
       if (!KernelAccessible(src, C * es)) {
         return Refuse("LaunchFp8Quantize", "a segment reads outside device memory", src, C * es);
       }
-      for (uint64_t c = 0; c < C; ++c) {
-        const uint8_t* at = src + c * es;
-        uint16_t h = 0;
-        float v = 0;
-        if (es == 2) {
-          std::memcpy(&h, at, 2);
-          v = p.src_type == Fp8SourceType::kBF16 ? Bf16BitsToFloat(h) : HalfBitsToFloat(h);
-        } else {
-          std::memcpy(&v, at, 4);
-        }
-        band[r * C + c] = v;
-        const FiniteClass k = p.guard != nullptr ? ClassifyFloat(v) : FiniteClass::kFinite;
-        if (k != FiniteClass::kFinite) {
-          const uint64_t index = (reinterpret_cast<uint64_t>(at) - s.guard_base) / es;
-          unsigned long long& word = p.guard[s.guard_slot];
-          word = std::min<unsigned long long>(word, EncodeFinding(index, k));
-        }
+    }
+    if (p.dst_q != nullptr && !KernelAccessible(p.dst_q, (p.row_end - p.row_begin) * C)) {
+      return Refuse("LaunchFp8Quantize", "codes land outside device memory");
+    }
+    const uint64_t col_blocks = (C + kB - 1) / kB;
+    if (p.dst_scales != nullptr &&
+        !KernelAccessible(p.dst_scales, span.count * col_blocks * sizeof(float))) {
+      return Refuse("LaunchFp8Quantize", "scales land outside device memory");
+    }
+    if (p.guard != nullptr) {
+      uint32_t slots = 0;
+      for (const Fp8RowSegment& s : segs) slots = std::max(slots, s.guard_slot + 1);
+      if (!KernelAccessible(p.guard, slots * sizeof(uint64_t))) {
+        return Refuse("LaunchFp8Quantize", "guard words are not device memory", p.guard,
+                      slots * sizeof(uint64_t));
       }
     }
-    QuantizeRows(band.data(), 0, nrows, C, options, q.data(), scales.data());
-    const uint64_t out_row0 = g - p.row_begin;
-    if (p.dst_q != nullptr) {
-      if (!KernelAccessible(p.dst_q + out_row0 * C, nrows * C)) {
-        return Refuse("LaunchFp8Quantize", "codes land outside device memory");
-      }
-      std::memcpy(p.dst_q + out_row0 * C, q.data(), nrows * C);
-    }
-    if (p.dst_scales != nullptr) {
-      if (!KernelAccessible(p.dst_scales + band_index * col_blocks, col_blocks * 4)) {
-        return Refuse("LaunchFp8Quantize", "scales land outside device memory");
-      }
-      std::memcpy(p.dst_scales + band_index * col_blocks, scales.data(), col_blocks * 4);
-    }
-    g += nrows;
   }
-  return cudaSuccess;
+  // The kernel's own thread code, block by block (kernels/fp8_kernel_host.h).
+  return RunFp8KernelOnHost(params, n) ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 cudaError_t LaunchFp8Dequantize(const uint8_t* q, const float* scales, uint64_t batch,
