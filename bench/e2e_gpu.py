@@ -15,9 +15,11 @@ ranks, bucket size and model:
             split experts and quantize, concatenate, broadcast
             (bench/torch_baseline.py --mode baseline): weightcast should win.
 
-It also reads each process's GPU memory (nvidia-smi) after the updates: the
-sender's must stay near 2 x bucket plus NCCL's and the CUDA context's fixed
-share. Prints one JSON object (and writes it to --json).
+It also reads the sender's own peak GPU memory (GetStatus's
+device_memory_peak_bytes: bucket slots, kernel scratch, staging) against 2 x
+bucket (sender_peak_over_two_buckets, goal about 1), and each process's
+whole GPU memory (nvidia-smi, with the CUDA context's and NCCL's share).
+Prints one JSON object (and writes it to --json).
 
     python3 bench/e2e_gpu.py --receivers 3 --reps 5 --json OUT/e2e.json
 """
@@ -97,6 +99,11 @@ def main() -> int:
                 times.append(float(m.group(1)) if m else wall)
         status = json.loads(c.ctl(0, "status", "--json").out)
         wire = status["bytes_sent"] // (args.reps + 1)
+        # The sender's own GPU memory (slots, scratch, staging; not the CUDA
+        # context's or NCCL's), counted by the daemon itself.
+        result["sender_data_plane_peak_mib"] = status["device_memory_peak_bytes"] / 2**20
+        result["sender_peak_over_two_buckets"] = (status["device_memory_peak_bytes"]
+                                                 / (2 * args.bucket_bytes))
         mem = gpu_memory_by_pid()
         result["sender_gpu_mib"] = mem.get(c.daemons[0].pid)
         result["receiver_gpu_mib"] = [mem.get(p.pid) for p in c.receivers.values()]

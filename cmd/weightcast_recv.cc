@@ -188,8 +188,9 @@ int main(int argc, char** argv) {
   weightcast::ReceiverTelemetry telemetry(*registry);
   std::unique_ptr<weightcast::OpsEndpoint> ops;
   if (!metrics_listen.empty()) {
-    auto e = weightcast::OpsEndpoint::Start(metrics_listen, registry,
-                                            [&telemetry] { return telemetry.health(); });
+    auto e = weightcast::OpsEndpoint::Start(
+        metrics_listen, registry, [&telemetry] { return telemetry.health(); },
+        [&telemetry] { telemetry.Refresh(); });
     if (!e.ok()) {
       spdlog::error("--metrics-listen: {}", std::string(e.status().message()));
       return 2;

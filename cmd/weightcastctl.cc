@@ -512,6 +512,9 @@ int main(int argc, char** argv) {
                           {"rank", r.rank()},
                           {"world_size", r.world_size()},
                           {"generation", r.generation()},
+                          {"device_memory_bytes", r.device_memory_bytes()},
+                          {"device_memory_peak_bytes", r.device_memory_peak_bytes()},
+                          {"pinned_memory_peak_bytes", r.pinned_memory_peak_bytes()},
                           {"receivers", nlohmann::json::array()}};
       for (const auto& v : r.receivers()) {
         j["receivers"].push_back(
@@ -528,6 +531,12 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(r.updates_failed()),
                   Human(r.bytes_sent()).c_str(), r.registered_tensors(),
                   r.last_error().empty() ? "" : ", last error: ", r.last_error().c_str());
+      if (r.device_memory_peak_bytes() > 0 || r.pinned_memory_peak_bytes() > 0) {
+        std::printf("  GPU memory %s (peak %s), pinned host peak %s\n",
+                    Human(r.device_memory_bytes()).c_str(),
+                    Human(r.device_memory_peak_bytes()).c_str(),
+                    Human(r.pinned_memory_peak_bytes()).c_str());
+      }
       for (const auto& v : r.receivers()) {
         std::printf("  receiver rank %u publishes version %llu%s%s\n", v.rank(),
                     static_cast<unsigned long long>(v.version()), v.error().empty() ? "" : ": ",

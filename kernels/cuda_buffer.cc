@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_check.h"
+#include "kernels/device_memory.h"
 #include "kernels/gpu_device.h"
 
 namespace weightcast {
@@ -40,6 +41,7 @@ absl::Status DeviceBuffer::Reserve(size_t bytes, int device) {
   RETURN_IF_CUDA_ERROR(cudaSetDevice(device), "device ", device);
   void* p = nullptr;
   RETURN_IF_CUDA_ERROR(cudaMalloc(&p, bytes), bytes, " bytes on device ", device);
+  CountDeviceMemory(static_cast<int64_t>(bytes));
   data_ = static_cast<std::byte*>(p);
   capacity_ = bytes;
   device_ = device;
@@ -51,6 +53,7 @@ void DeviceBuffer::Reset() {
     int current = 0;
     const bool restore = cudaGetDevice(&current) == cudaSuccess && current != device_;
     if (restore) (void)cudaSetDevice(device_);
+    CountDeviceMemory(-static_cast<int64_t>(capacity_));
     (void)cudaFree(data_);
     if (restore) (void)cudaSetDevice(current);
   }
@@ -64,13 +67,17 @@ absl::Status PinnedBuffer::Reserve(size_t bytes) {
   if (bytes == 0) return absl::OkStatus();
   void* p = nullptr;
   RETURN_IF_CUDA_ERROR(cudaMallocHost(&p, bytes), bytes, " pinned host bytes");
+  CountPinnedMemory(static_cast<int64_t>(bytes));
   data_ = static_cast<std::byte*>(p);
   capacity_ = bytes;
   return absl::OkStatus();
 }
 
 void PinnedBuffer::Reset() {
-  if (data_ != nullptr) (void)cudaFreeHost(data_);
+  if (data_ != nullptr) {
+    CountPinnedMemory(-static_cast<int64_t>(capacity_));
+    (void)cudaFreeHost(data_);
+  }
   data_ = nullptr;
   capacity_ = 0;
 }

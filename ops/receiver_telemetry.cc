@@ -10,7 +10,7 @@ prometheus::Labels Rank(int rank) { return {{"rank", absl::StrCat(rank)}}; }
 
 }  // namespace
 
-ReceiverTelemetry::ReceiverTelemetry(prometheus::Registry& r) {
+ReceiverTelemetry::ReceiverTelemetry(prometheus::Registry& r) : memory_(r) {
   duration_ = &prometheus::BuildHistogram()
                    .Name("weightcast_receive_duration_seconds")
                    .Help("Seconds a version took on this rank, by outcome")

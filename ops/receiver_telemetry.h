@@ -32,6 +32,8 @@ class ReceiverTelemetry {
   void RankStopped(int rank, const std::string& reason);
 
   [[nodiscard]] Health health() const;
+  // Gauges read from the process (call before a scrape).
+  void Refresh() { memory_.Refresh(); }
 
  private:
   mutable absl::Mutex mu_;
@@ -41,6 +43,7 @@ class ReceiverTelemetry {
   prometheus::Family<prometheus::Counter>* failures_;
   prometheus::Family<prometheus::Gauge>* published_;
   prometheus::Family<prometheus::Gauge>* up_;
+  DataPlaneMemoryGauges memory_;
   absl::flat_hash_map<int, std::string> stopped_ ABSL_GUARDED_BY(mu_);
   int ranks_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -10,7 +10,7 @@ const char* const kStates[] = {"uninitialized", "idle", "updating"};
 
 }  // namespace
 
-SenderTelemetry::SenderTelemetry(prometheus::Registry& r) {
+SenderTelemetry::SenderTelemetry(prometheus::Registry& r) : memory_(r) {
   duration_ = &prometheus::BuildHistogram()
                    .Name("weightcast_update_duration_seconds")
                    .Help("Seconds from Update to its end, by outcome")
@@ -127,6 +127,7 @@ void SenderTelemetry::Refresh(const BroadcasterStatus& status) {
     state_->Add({{"state", s}}).Set(status.state == s ? 1 : 0);
   }
   registered_->Set(status.registered_tensors);
+  memory_.Refresh();
   last_committed_->Set(static_cast<double>(status.last_committed_version));
   generation_->Set(static_cast<double>(status.generation));
   for (const RankVersion& r : status.receivers) {

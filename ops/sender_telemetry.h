@@ -47,6 +47,7 @@ class SenderTelemetry {
   prometheus::Family<prometheus::Gauge>* published_;
   prometheus::Family<prometheus::Gauge>* state_;
   prometheus::Gauge* registered_;
+  DataPlaneMemoryGauges memory_;
   uint64_t last_generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

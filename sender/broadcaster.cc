@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/device_memory.h"
 #include "protocol/bucket_plan.h"
 #include "protocol/rendezvous_store.h"
 #include "kernels/cuda_ipc.h"
@@ -439,6 +440,10 @@ BroadcasterStatus Broadcaster::GetStatus() const {
   if (store != nullptr) {
     s.receivers = PublishedVersions(*store, first, end, absl::Now() + absl::Seconds(1));
   }
+  const DeviceMemoryUse memory = CurrentDeviceMemoryUse();
+  s.device_memory_bytes = memory.device_bytes;
+  s.device_memory_peak_bytes = memory.device_peak_bytes;
+  s.pinned_memory_peak_bytes = memory.pinned_peak_bytes;
   return s;
 }
 

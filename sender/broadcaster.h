@@ -73,6 +73,11 @@ struct BroadcasterStatus {
   bool group_broken = false;
   // The version each receiver rank last reported publishing (0: none yet).
   std::vector<RankVersion> receivers;
+  // The GPU data plane's own memory in this process (kernels/device_memory.h):
+  // device bytes now and at the peak, and the pinned host bytes' peak.
+  uint64_t device_memory_bytes = 0;
+  uint64_t device_memory_peak_bytes = 0;
+  uint64_t pinned_memory_peak_bytes = 0;
 };
 
 // What Init checks before touching anything: INVALID_ARGUMENT naming the

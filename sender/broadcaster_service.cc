@@ -184,6 +184,9 @@ grpc::Status BroadcasterService::GetStatus(grpc::ServerContext* ctx,
   resp->set_world_size(s.world_size);
   resp->set_generation(s.generation);
   SetReceivers(s.receivers, resp->mutable_receivers());
+  resp->set_device_memory_bytes(s.device_memory_bytes);
+  resp->set_device_memory_peak_bytes(s.device_memory_peak_bytes);
+  resp->set_pinned_memory_peak_bytes(s.pinned_memory_peak_bytes);
   return grpc::Status::OK;
 }
 

@@ -68,6 +68,18 @@ def test_two_senders_three_receivers_fp8_expansion_over_nccl_equal_the_cpu_path(
             results = c.update(version)
             assert all(r.rc == 0 for r in results), [r.err for r in results]
             print(f"version {version}:", [r.out.strip().splitlines()[-1] for r in results])
+        # Each sender's own GPU memory: two bucket slots, the pass-through
+        # slot for the other sender's buckets, and small tables; never a
+        # copy of the model (the trainer's tensors are read in place).
+        bucket = (64 << 20) + 32  # the largest bucket and its trailer
+        for s in range(2):
+            st = json.loads(c.ctl(s, "status", "--json").out)
+            peak = st["device_memory_peak_bytes"]
+            print(f"sender {s}: GPU memory peak {peak / 2**20:.1f} MiB "
+                  f"({peak / (2 * bucket):.3f} x 2 buckets)")
+            # (The slots are sized to this sender's largest bucket: at least
+            # most of one.)
+            assert 96 << 20 <= peak <= 3 * bucket + (16 << 20), peak
         # The CPU path over the same bytes.
         oracle = tmp_path / "oracle"
         p = subprocess.run([c.bin("weightcast-convert"), "--in", str(ckpt), "--out", str(oracle),

@@ -111,12 +111,18 @@ def test_metrics_health_and_logs_follow_real_updates(make_cluster):
             assert value(m, "weightcast_receiver_published_version", rank=str(rank)) == 3
         # The bytes each sender reports committed add up to the model.
         assert value(m, "weightcast_update_bytes_total") > 0
+        # A gloo group holds no GPU memory; the gauges are there for NCCL
+        # ones (test_gpu_e2e.py checks their values on a GPU).
+        for g in ("weightcast_gpu_memory_bytes", "weightcast_gpu_memory_peak_bytes",
+                  "weightcast_pinned_memory_peak_bytes"):
+            assert value(m, g) == 0, g
     for rank, port in recv_ports.items():
         m = scrape(port)
         assert value(m, "weightcast_versions_total", rank=str(rank), outcome="committed") == 3
         assert value(m, "weightcast_published_version", rank=str(rank)) == 3
         assert value(m, "weightcast_received_bytes_total", rank=str(rank)) == 3 * total
         assert value(m, "weightcast_rank_up", rank=str(rank)) == 1
+        assert value(m, "weightcast_gpu_memory_peak_bytes") == 0
         assert healthz(port) == (200, {"status": "SERVING"})
         # --keep 2: the two newest versions, LATEST the newest.
         out = c.receiver_out(rank)

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda_check.h"
+#include "kernels/device_memory.h"
 
 namespace weightcast {
 namespace {
@@ -223,7 +224,10 @@ NcclTransport::~NcclTransport() {
   }
   AbortCommunicators(nullptr);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
-  if (staging_ != nullptr) cudaFree(staging_);
+  if (staging_ != nullptr) {
+    CountDeviceMemory(-static_cast<int64_t>(staging_bytes_));
+    cudaFree(staging_);
+  }
   if (d_value_ != nullptr) cudaFree(d_value_);
   if (h_value_ != nullptr) cudaFreeHost(h_value_);
 }
@@ -283,6 +287,7 @@ absl::Status NcclTransport::EnsureStaging(size_t bytes) {
   if (staging_ != nullptr) {
     // Nothing uses the old buffer: every earlier call completed on the
     // stream or broke the transport (which aborted the communicators).
+    CountDeviceMemory(-static_cast<int64_t>(staging_bytes_));
     cudaFree(staging_);
     staging_ = nullptr;
     staging_bytes_ = 0;
@@ -290,6 +295,7 @@ absl::Status NcclTransport::EnsureStaging(size_t bytes) {
   RETURN_IF_CUDA_ERROR(cudaMalloc(&staging_, want), "NCCL rank ", rank_, ": ", want,
                        " bytes to stage host broadcasts");
   staging_bytes_ = want;
+  CountDeviceMemory(static_cast<int64_t>(want));
   return absl::OkStatus();
 }
 

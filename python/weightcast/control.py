@@ -142,6 +142,11 @@ class SidecarStatus:
     world_size: int
     generation: int
     receivers: tuple[RankVersion, ...] = ()   # each receiver's last published version
+    # The GPU data plane's own memory in the daemon (not the CUDA context's
+    # or NCCL's): device bytes now and at the peak, pinned host bytes' peak.
+    device_memory_bytes: int = 0
+    device_memory_peak_bytes: int = 0
+    pinned_memory_peak_bytes: int = 0
 
 
 def descriptor_proto(d: Mapping[str, Any]) -> control_pb2.TensorDescriptor:
@@ -282,7 +287,8 @@ class Sidecar:
         return SidecarStatus(r.state, r.last_committed_version, r.last_error,
                              r.updates_committed, r.updates_failed, r.bytes_sent,
                              r.registered_tensors, r.rank, r.world_size, r.generation,
-                             _rank_versions(r.receivers))
+                             _rank_versions(r.receivers), r.device_memory_bytes,
+                             r.device_memory_peak_bytes, r.pinned_memory_peak_bytes)
 
     def abort(self, timeout_s: float | None = None) -> bool:
         """Abort: cancels the update in flight (True if there was one) and
