@@ -10,6 +10,7 @@
 
 #include "kernels/cuda_check.h"
 #include "kernels/fp8_kernel.h"
+#include "kernels/grid_stride.h"
 
 namespace weightcast {
 namespace {
@@ -77,11 +78,8 @@ cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams* params, size_t n, void* s
   std::memcpy(staging.data(), params, n * sizeof(Fp8QuantizeParams));
   WC_CUDA_RETURN(cudaMemcpyAsync(scratch, staging.data(), staging.size(), cudaMemcpyHostToDevice,
                                  stream));
-  int device = 0, sms = 0;
-  WC_CUDA_RETURN(cudaGetDevice(&device));
-  WC_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const uint64_t cap = static_cast<uint64_t>(sms) * 16;
-  const unsigned grid = static_cast<unsigned>(total < cap ? total : cap);
+  unsigned grid = 0;
+  WC_CUDA_RETURN(GridStrideBlocks(total, 16, &grid));
   Fp8QuantizeKernel<<<grid, kFp8Threads, 0, stream>>>(
       static_cast<const Fp8QuantizeParams*>(scratch),
       reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(scratch) +

@@ -5,6 +5,7 @@
 
 #include "kernels/copy_kernel.h"
 #include "kernels/cuda_check.h"
+#include "kernels/grid_stride.h"
 
 namespace weightcast {
 namespace {
@@ -72,11 +73,8 @@ cudaError_t LaunchCopyTable(const CopyEntry* entries, size_t n, void* scratch,
   std::memcpy(staging.data(), entries, n * sizeof(CopyEntry));
   WC_CUDA_RETURN(cudaMemcpyAsync(scratch, staging.data(), staging.size(), cudaMemcpyHostToDevice,
                                  stream));
-  int device = 0, sms = 0;
-  WC_CUDA_RETURN(cudaGetDevice(&device));
-  WC_CUDA_RETURN(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const uint64_t cap = static_cast<uint64_t>(sms) * 8;
-  const unsigned grid = static_cast<unsigned>(total < cap ? total : cap);
+  unsigned grid = 0;
+  WC_CUDA_RETURN(GridStrideBlocks(total, 8, &grid));
   const auto* d_entries = static_cast<const CopyEntry*>(scratch);
   const auto* d_tile_end =
       reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(scratch) + n * sizeof(CopyEntry));

@@ -22,8 +22,7 @@ absl::Status CallbackSink::Begin(const GlobalManifest& manifest) {
 absl::Status CallbackSink::ReadyHolds(const HoldPlan& plan) {
   if (plan.arena_bytes == 0) return absl::OkStatus();
   if (copier_ == nullptr || copier_->device() != write_device_) {
-    hold_.reset();  // in the old copier's memory
-    hold_capacity_ = 0;
+    hold_.Reset();  // in the old copier's memory
     copier_.reset();
     if (write_device_ < 0) {
       copier_ = NewHostParameterCopier();
@@ -31,18 +30,7 @@ absl::Status CallbackSink::ReadyHolds(const HoldPlan& plan) {
       ASSIGN_OR_RETURN(copier_, NewCudaParameterCopier(write_device_));
     }
   }
-  if (plan.arena_bytes <= hold_capacity_) return absl::OkStatus();
-  hold_.reset();
-  hold_capacity_ = 0;
-  absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier_->Allocate(plan.arena_bytes);
-  if (!b.ok()) {
-    return absl::Status(b.status().code(),
-                        absl::StrCat("holding the split tensors (", plan.arena_bytes,
-                                     " bytes): ", b.status().message()));
-  }
-  hold_ = *std::move(b);
-  hold_capacity_ = plan.arena_bytes;
-  return absl::OkStatus();
+  return hold_.Reserve(*copier_, plan.arena_bytes, "holding the split tensors");
 }
 
 CallbackSink::~CallbackSink() {
@@ -68,7 +56,7 @@ absl::Status CallbackSink::Write(uint32_t tensor, uint64_t offset, const std::by
     return absl::InternalError(absl::StrCat("tensor '", t.spec.name, "': segment [", offset,
                                             ", +", bytes, ") of a tensor the manifest has whole"));
   }
-  std::byte* held = hold_->data() + holds_.offset[tensor];
+  std::byte* held = hold_.data() + holds_.offset[tensor];
   if (absl::Status s = copier_->Copy(held + offset, data, bytes); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("tensor '", t.spec.name, "': ", s.message()));
   }

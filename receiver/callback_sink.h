@@ -75,8 +75,7 @@ class CallbackSink final : public Sink {
   // Begin with a split tensor. Before hold_, so it outlives the arena.
   std::unique_ptr<ParameterCopier> copier_;
   HoldPlan holds_;                     // the open version's split tensors
-  std::unique_ptr<CopierBuffer> hold_;  // their arena, kept while large enough
-  uint64_t hold_capacity_ = 0;
+  CopierArena hold_;                   // their arena, kept while large enough
   // Split tensors being assembled: manifest index -> bytes so far.
   std::map<uint32_t, uint64_t> partial_;
   uint64_t delivered_ = 0;

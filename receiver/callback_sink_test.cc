@@ -87,12 +87,19 @@ const std::byte* B(const std::vector<uint8_t>& v, size_t at = 0) {
   return reinterpret_cast<const std::byte*>(v.data() + at);
 }
 
-TEST(CallbackSinkTest, WholeSplitAndEmptyTensorsArriveWithTheirBytes) {
+// A host CallbackSink recording what reaches its callbacks, and the
+// three-tensor manifest it takes.
+struct Recorded {
   std::vector<Got> got;
   std::vector<std::string> events;
-  CallbackSink sink(Recording(got, events));
-  EXPECT_FALSE(sink.TakesDeviceMemory());
+  CallbackSink sink{Recording(got, events)};
   const GlobalManifest m = ThreeTensors();
+};
+
+TEST(CallbackSinkTest, WholeSplitAndEmptyTensorsArriveWithTheirBytes) {
+  Recorded r;
+  auto& [got, events, sink, m] = r;
+  EXPECT_FALSE(sink.TakesDeviceMemory());
   const std::vector<uint8_t> bucket0 = Iota(64 + 16, 1), bucket1 = Iota(24, 200);
   sink.SetWriteDevice(-1);
   ASSERT_TRUE(sink.Begin(m).ok());
@@ -117,10 +124,8 @@ TEST(CallbackSinkTest, WholeSplitAndEmptyTensorsArriveWithTheirBytes) {
 }
 
 TEST(CallbackSinkTest, OutOfOrderSegmentsAndMissingTensorsAreErrorsNamingTheTensor) {
-  std::vector<Got> got;
-  std::vector<std::string> events;
-  CallbackSink sink(Recording(got, events));
-  const GlobalManifest m = ThreeTensors();
+  Recorded r;
+  auto& [got, events, sink, m] = r;
   const std::vector<uint8_t> bytes = Iota(64, 0);
   ASSERT_TRUE(sink.Begin(m).ok());
   absl::Status s = sink.Write(1, 8, B(bytes), 8);
@@ -137,10 +142,8 @@ TEST(CallbackSinkTest, OutOfOrderSegmentsAndMissingTensorsAreErrorsNamingTheTens
 }
 
 TEST(CallbackSinkTest, APartOfATensorTheManifestHasWholeIsRefusedNamingIt) {
-  std::vector<Got> got;
-  std::vector<std::string> events;
-  CallbackSink sink(Recording(got, events));
-  const GlobalManifest m = ThreeTensors();
+  Recorded r;
+  auto& [got, events, sink, m] = r;
   const std::vector<uint8_t> bytes = Iota(64, 0);
   ASSERT_TRUE(sink.Begin(m).ok());
   absl::Status s = sink.Write(0, 0, B(bytes), 32);
@@ -152,10 +155,8 @@ TEST(CallbackSinkTest, APartOfATensorTheManifestHasWholeIsRefusedNamingIt) {
 }
 
 TEST(CallbackSinkTest, AbortTellsTheCallbackOnce) {
-  std::vector<Got> got;
-  std::vector<std::string> events;
-  CallbackSink sink(Recording(got, events));
-  const GlobalManifest m = ThreeTensors();
+  Recorded r;
+  auto& [got, events, sink, m] = r;
   ASSERT_TRUE(sink.Begin(m).ok());
   sink.Abort();
   sink.Abort();

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/pack_table.h"
 #include "receiver/parameter_copier.h"
 
@@ -41,6 +42,19 @@ class HostParameterCopier final : public ParameterCopier {
 };
 
 }  // namespace
+
+absl::Status CopierArena::Reserve(ParameterCopier& copier, uint64_t bytes, absl::string_view what) {
+  if (bytes <= capacity_) return absl::OkStatus();
+  Reset();
+  absl::StatusOr<std::unique_ptr<CopierBuffer>> b = copier.Allocate(bytes);
+  if (!b.ok()) {
+    return absl::Status(b.status().code(), absl::StrCat(what, " (", bytes, " bytes): ",
+                                                        b.status().message()));
+  }
+  buffer_ = *std::move(b);
+  capacity_ = bytes;
+  return absl::OkStatus();
+}
 
 std::unique_ptr<ParameterCopier> NewHostParameterCopier() {
   return std::make_unique<HostParameterCopier>();

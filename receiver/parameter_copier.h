@@ -16,6 +16,7 @@
 #include <span>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "kernels/copy_table.h"
 
 namespace weightcast {
@@ -49,6 +50,28 @@ class ParameterCopier {
   // kernel launch. The table may be reused when this returns.
   [[nodiscard]] virtual absl::Status Run(std::span<const CopyEntry> table) = 0;
   [[nodiscard]] virtual absl::Status Wait() = 0;
+};
+
+// Copier memory that grows on demand and is kept: what a sink sizes at Begin
+// and reuses across versions (on a GPU, cudaFree synchronises the device).
+// Freed on destruction or Reset; its owner first waits for the copies that
+// use it. Not thread-safe.
+class CopierArena {
+ public:
+  // At least `bytes` bytes of `copier`'s memory (contents undefined after a
+  // growth); an allocation failure keeps its code and names `what`.
+  [[nodiscard]] absl::Status Reserve(ParameterCopier& copier, uint64_t bytes,
+                                     absl::string_view what);
+  void Reset() {
+    buffer_.reset();
+    capacity_ = 0;
+  }
+  [[nodiscard]] std::byte* data() const { return buffer_ ? buffer_->data() : nullptr; }
+  [[nodiscard]] uint64_t capacity() const { return capacity_; }
+
+ private:
+  std::unique_ptr<CopierBuffer> buffer_;
+  uint64_t capacity_ = 0;
 };
 
 [[nodiscard]] std::unique_ptr<ParameterCopier> NewHostParameterCopier();

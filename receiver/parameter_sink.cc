@@ -139,19 +139,9 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
   }
   // Split sources of assembled outputs are held until their last segment.
   holds_ = PlanHolds(m, [&](uint32_t t) { return !dependents_[t].empty(); });
-  if (holds_.arena_bytes > hold_capacity_) {
-    hold_.reset();
-    hold_capacity_ = 0;
-    absl::StatusOr<std::unique_ptr<CopierBuffer>> hold = copier_->Allocate(holds_.arena_bytes);
-    if (!hold.ok()) {
-      return absl::Status(hold.status().code(),
-                          absl::StrCat("holding the split tensors of version ", m.weight_version,
-                                       " (", holds_.arena_bytes, " bytes): ",
-                                       hold.status().message()));
-    }
-    hold_ = *std::move(hold);
-    hold_capacity_ = holds_.arena_bytes;
-  }
+  RETURN_IF_ERROR(hold_.Reserve(
+      *copier_, holds_.arena_bytes,
+      absl::StrCat("holding the split tensors of version ", m.weight_version)));
   // The largest table a bucket queues: a row per segment of a whole copy,
   // and the pieces of every source that completes in it; staged, Commit's
   // one entry per output.
@@ -178,12 +168,7 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
       for (const auto& [t, seg] : segments) bucket += RoundUp(seg.bytes, 16);
       need = std::max(need, bucket);
     }
-    if (need > staging_capacity_) {
-      staging_.reset();
-      staging_capacity_ = 0;
-      ASSIGN_OR_RETURN(staging_, copier_->Allocate(need));
-      staging_capacity_ = need;
-    }
+    RETURN_IF_ERROR(staging_.Reserve(*copier_, need, "staging host buckets"));
   }
   if (mode_ == Mode::kStaged) {
     uint64_t total = 0;
@@ -192,24 +177,14 @@ absl::Status ParameterSink::Prepare(const GlobalManifest& m) {
       shadow_offset_[o] = total;
       total += RoundUp(outputs_[o].spec.ByteSize(), 256);
     }
-    if (total > shadow_capacity_) {
-      shadow_.reset();
-      shadow_capacity_ = 0;
-      absl::StatusOr<std::unique_ptr<CopierBuffer>> shadow = copier_->Allocate(total);
-      if (!shadow.ok()) {
-        return absl::Status(shadow.status().code(),
-                            absl::StrCat("staging version ", m.weight_version, " (", total,
-                                         " bytes): ", shadow.status().message()));
-      }
-      shadow_ = *std::move(shadow);
-      shadow_capacity_ = total;
-    }
+    RETURN_IF_ERROR(
+        shadow_.Reserve(*copier_, total, absl::StrCat("staging version ", m.weight_version)));
   }
   return absl::OkStatus();
 }
 
 std::byte* ParameterSink::Destination(size_t o) const {
-  if (mode_ == Mode::kStaged) return shadow_->data() + shadow_offset_[o];
+  if (mode_ == Mode::kStaged) return shadow_.data() + shadow_offset_[o];
   return static_cast<std::byte*>(target_of_[o]->data);
 }
 
@@ -243,10 +218,10 @@ absl::Status ParameterSink::Write(uint32_t tensor, uint64_t offset, const std::b
   if ((direct < 0 && dependents_[tensor].empty()) || bytes == 0) return absl::OkStatus();
   const std::byte* src = data;
   if (device_ >= 0 && write_device_ < 0) {
-    if (staging_used_ + bytes > staging_capacity_) {
+    if (staging_used_ + bytes > staging_.capacity()) {
       return absl::InternalError(absl::StrCat("tensor '", spec.name, "': bucket larger than planned"));
     }
-    std::byte* at = staging_->data() + staging_used_;
+    std::byte* at = staging_.data() + staging_used_;
     RETURN_IF_ERROR(copier_->CopyFromHost(at, data, bytes));
     staging_used_ += RoundUp(bytes, 16);
     src = at;
@@ -264,7 +239,7 @@ absl::Status ParameterSink::Write(uint32_t tensor, uint64_t offset, const std::b
   }
   // Its bytes in the arena are its own until the bucket of its last segment
   // ended (EndBucket waits for the copies that read them).
-  std::byte* held = hold_->data() + holds_.offset[tensor];
+  std::byte* held = hold_.data() + holds_.offset[tensor];
   RETURN_IF_ERROR(copier_->Copy(held + offset, src, bytes));
   if (arrived_[tensor] < total) return absl::OkStatus();
   return SourceComplete(tensor, held);
@@ -300,7 +275,7 @@ absl::StatusOr<std::string> ParameterSink::Commit() {
       const uint64_t n = outputs_[o].spec.ByteSize();
       if (n == 0) continue;
       publish.push_back(ByteCopy(static_cast<std::byte*>(target_of_[o]->data),
-                                 shadow_->data() + shadow_offset_[o], n));
+                                 shadow_.data() + shadow_offset_[o], n));
     }
     absl::Status run = copier_->Run(publish);
     absl::Status wait = copier_->Wait();

@@ -115,14 +115,11 @@ class ParameterSink final : public Sink {
   // one arena laid out at Begin (receiver/hold_plan.h) and kept across
   // versions while large enough: nothing is allocated while buckets arrive.
   HoldPlan holds_;
-  std::unique_ptr<CopierBuffer> hold_;
-  uint64_t hold_capacity_ = 0;
-  std::unique_ptr<CopierBuffer> shadow_;  // kStaged: every output, at shadow_offset_
-  uint64_t shadow_capacity_ = 0;
+  CopierArena hold_;
+  CopierArena shadow_;  // kStaged: every output, at shadow_offset_
   std::vector<uint64_t> shadow_offset_;
   // Host buckets staged into device memory (GPU targets on gloo groups).
-  std::unique_ptr<CopierBuffer> staging_;
-  uint64_t staging_capacity_ = 0;
+  CopierArena staging_;
   uint64_t staging_used_ = 0;
   std::vector<CopyEntry> table_;  // the current bucket's copies
   bool dirty_ = false;
