@@ -33,17 +33,21 @@ async def main_async(args, out) -> int:
     from weightcast_testing.tiny_models import PROMPTS  # noqa: PLC0415
     from weightcast_testing.vllm_host import error_fields  # noqa: PLC0415
 
-    t0 = time.monotonic()
-    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
-        model=args.model, dtype="bfloat16", enforce_eager=True, max_model_len=256,
-        skip_tokenizer_init=True, block_size=32, seed=0,
-        weight_transfer_config={"backend": "weightcast"}))
-    updater = VllmUpdater(engine)
-    counter = [0]
-
     def reply(**kw):
         out.write(json.dumps(kw) + "\n")
         out.flush()
+
+    t0 = time.monotonic()
+    try:
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs(
+            model=args.model, dtype="bfloat16", enforce_eager=True, max_model_len=256,
+            skip_tokenizer_init=True, block_size=32, seed=0,
+            weight_transfer_config={"backend": "weightcast"}))
+        updater = VllmUpdater(engine)
+    except Exception as e:  # noqa: BLE001 - reported to the driver
+        reply(**error_fields(e))  # then out, whatever vLLM left running
+        os._exit(1)
+    counter = [0]
 
     async def run(prompt, max_tokens, progress=None):
         counter[0] += 1

@@ -87,14 +87,19 @@ def main() -> int:
 
     from weightcast.vllm import VllmUpdater  # noqa: PLC0415
 
-    t0 = time.monotonic()
-    llm = LLM(model=args.model, **engine_kwargs(args))
-    updater = VllmUpdater(llm)
-
     def reply(**kw):
         out.write(json.dumps(kw) + "\n")
         out.flush()
 
+    t0 = time.monotonic()
+    try:
+        llm = LLM(model=args.model, **engine_kwargs(args))
+        updater = VllmUpdater(llm)
+    except Exception as e:  # noqa: BLE001 - reported to the driver
+        # An engine that failed to start can leave vLLM's threads behind,
+        # which would keep this process (and the driver's read) waiting.
+        reply(**error_fields(e))
+        os._exit(1)
     reply(ok=True, started_s=time.monotonic() - t0)
     for line in sys.stdin:
         req = json.loads(line)
