@@ -71,7 +71,7 @@ cudaError_t LaunchFp8Quantize(const Fp8QuantizeParams* params, size_t n, void* s
   for (size_t i = 0; i < n; ++i) {
     Fp8Bands span;
     if (const cudaError_t err = Fp8BandsOf(params[i], &span); err != cudaSuccess) return err;
-    total += span.count * ((params[i].q_cols + kFp8Side - 1) / kFp8Side);
+    total += Fp8UnitsOf(params[i], span);
     unit_end[i] = total;
   }
   if (total == 0) return cudaSuccess;

@@ -72,12 +72,10 @@ WC_HOST_DEVICE WC_FORCE_INLINE Fp8Unit Fp8UnitOf(const Fp8QuantizeParams& p, uin
   return u;
 }
 
-// Blocks of `p`: its bands times its column blocks (0 when the parameters
-// are inconsistent or the range empty; the launchers refuse those first).
-inline uint64_t Fp8UnitsOf(const Fp8QuantizeParams& p) {
-  Fp8Bands span;
-  if (Fp8BandsOf(p, &span) != cudaSuccess) return 0;
-  return span.count * ((p.q_cols + kFp8Side - 1) / kFp8Side);
+// Blocks of `p`, whose bands Fp8BandsOf gave as `bands`: the bands times
+// the column blocks.
+inline uint64_t Fp8UnitsOf(const Fp8QuantizeParams& p, const Fp8Bands& bands) {
+  return bands.count * ((p.q_cols + kFp8Side - 1) / kFp8Side);
 }
 
 // Sources are typed tensors: `p` is aligned to its element size.

@@ -7,9 +7,12 @@
 namespace weightcast {
 
 bool RunFp8KernelOnHost(const Fp8QuantizeParams* params, size_t n) {
+  // Every quantization is checked before any runs, as the launcher does.
+  std::vector<uint64_t> units(n);
   for (size_t i = 0; i < n; ++i) {
     Fp8Bands span;
     if (Fp8BandsOf(params[i], &span) != cudaSuccess) return false;
+    units[i] = Fp8UnitsOf(params[i], span);
   }
   // Every thread's registers of one block.
   std::vector<float> values(kFp8Threads * kFp8RowsPerThread * kFp8ColsPerLane);
@@ -19,8 +22,7 @@ bool RunFp8KernelOnHost(const Fp8QuantizeParams* params, size_t n) {
   };
   for (size_t i = 0; i < n; ++i) {
     const Fp8QuantizeParams& p = params[i];
-    const uint64_t units = Fp8UnitsOf(p);
-    for (uint64_t k = 0; k < units; ++k) {
+    for (uint64_t k = 0; k < units[i]; ++k) {
       const Fp8Unit u = Fp8UnitOf(p, k);
       // The block's amax: a NaN-propagating maximum of non-negative values,
       // which no order of reduction changes (the kernel's shuffles give the
