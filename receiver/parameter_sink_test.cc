@@ -386,6 +386,39 @@ TEST_P(ParameterSinkBackendTest, VllmLayoutInTheTargetsEqualsTheCheckpointPath) 
   }
 }
 
+// A segment of an assembled output's source that the manifest has in one
+// piece has no place held for it: refused, naming the tensor, and nothing
+// reaches a parameter.
+TEST(ParameterSinkTest, APartOfASourceTheManifestHasWholeIsRefusedNamingIt) {
+  const Version v = MakeVersion(MoeBlock(false), 6, 1 << 20, 70);  // one bucket
+  ASSERT_EQ(v.buckets.size(), 1u);
+  const VllmRank rank{0, 1, 0, 1};
+  const std::map<std::string, Bytes> want = ThroughTransformingSink(v, QwenVllm(rank));
+  Memory mem(Backend::kHost);
+  absl::flat_hash_map<std::string, ParameterTarget> targets;
+  std::map<std::string, std::byte*> at;
+  for (const auto& [name, bytes] : want) {
+    at[name] = mem.Target(Bytes(bytes.size(), std::byte{0x44}));
+    targets[name] = ParameterTarget{at[name], bytes.size()};
+  }
+  auto sink = MakeSink(mem, targets, Mode::kInPlace, QwenVllm(rank));
+  ASSERT_TRUE(sink->Begin(v.manifest).ok());
+  const std::string gate = "model.layers.0.mlp.experts.0.gate_proj.weight";
+  uint32_t t = 0;
+  while (v.manifest.tensors[t].spec.name != gate) ++t;
+  absl::Status s = sink->Write(t, 0, v.tensors[t].data(), 64);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(s.message().find("tensor '" + gate + "': segment [0, +64) of a tensor the manifest "
+                             "has whole"),
+            std::string::npos)
+      << s;
+  sink->Abort();
+  EXPECT_FALSE(sink->dirty());
+  for (const auto& [name, bytes] : want) {
+    EXPECT_EQ(mem.ReadTarget(at[name], bytes.size()), Bytes(bytes.size(), std::byte{0x44})) << name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, ParameterSinkBackendTest,
                          ::testing::Values(Backend::kHost, Backend::kGpu, Backend::kGpuFromHost),
                          [](const auto& info) { return Name(info.param); });
